@@ -1,0 +1,41 @@
+# Two commands for a newcomer:  `make run` (set up + the default study)  and  `make test` (set up + tests).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PRESET ?= tiny
+PY := $(VENV)/bin/python
+# On a GPU pod torch (CUDA build) is already installed system-wide: reuse it through system site packages
+# instead of installing another build. Elsewhere install the pinned CPU build only if none is importable.
+SYSTEM_TORCH := $(shell $(PYTHON) -c "import torch" >/dev/null 2>&1 && echo yes)
+VENV_FLAGS := $(if $(SYSTEM_TORCH),--system-site-packages,)
+STAMP := $(VENV)/.alignkit-installed
+
+.PHONY: setup run test test-all bench lab clean-runs
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -c "import torch" >/dev/null 2>&1 || $(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev,gpu]"
+	$(PY) -m ipykernel install --sys-prefix --name alignkit --display-name "Python (alignkit)" >/dev/null
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## The main job: the full study on the default (embedded tiny) preset -> reports/$(PRESET)/report.html
+run: setup
+	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(VENV)/bin/alignkit run --preset $(PRESET)
+
+## The test suite (benchmarks excluded; they print ratios instead of asserting timings)
+test: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not benchmark" --doctest-modules alignkit tests
+
+## Benchmarks: print measured ratios (generation batching, evaluation memory, cache)
+bench: setup
+	HF_HUB_OFFLINE=1 $(PY) tests/benchmarks/bench_generation.py
+
+lab: setup
+	$(VENV)/bin/jupyter lab --ip 0.0.0.0 --port 8888 --no-browser notebooks/
+
+clean-runs:
+	rm -rf data/runs reports/*/

@@ -1,0 +1,147 @@
+"""The ``alignkit`` command line; every command calls the same package functions the notebooks call.
+
+    alignkit run --preset smoke                    # all notebooks, papermill, HTML into reports/<run_id>/
+    alignkit config show --preset tiny -p sft.epochs=2
+    alignkit build-base --preset tiny
+    alignkit evalset --preset tiny --out eval_items.jsonl
+    alignkit validate FILE --kind pairs
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from alignkit.config import ConfigError
+
+log = logging.getLogger("alignkit")
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="tiny", help="preset name (default: tiny); see `alignkit config presets`")
+    parser.add_argument("--config", dest="config_file", help="user YAML config layered over the preset")
+    parser.add_argument("-p", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config key, e.g. -p sft.epochs=2 (repeatable; wins over --config)")
+
+
+def _resolve(args: argparse.Namespace):
+    from alignkit.config import resolve
+
+    return resolve(args.preset, args.config_file, args.overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from alignkit.runner import run_notebooks
+
+    results = run_notebooks(args.preset, config_file=args.config_file, overrides=args.overrides,
+                            stages=args.stages, run_id=args.run_id, force=args.force, progress=not args.quiet)
+    for result in results:
+        print(f"{result.stage}: {result.seconds:.1f} s  {result.html}")
+    if results:
+        report = results[-1].html.parent / "report.html"
+        print(f"report: {report}" if report.exists() else f"notebook exports: {results[-1].html.parent}")
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from alignkit.config import dump_yaml
+
+    print(dump_yaml(_resolve(args)), end="")
+    return 0
+
+
+def cmd_config_presets(_args: argparse.Namespace) -> int:
+    from alignkit.config import available_presets
+
+    print("\n".join(available_presets()))
+    return 0
+
+
+def cmd_build_base(args: argparse.Namespace) -> int:
+    from alignkit import files, tinybase
+
+    cfg = _resolve(args)
+    if not cfg.embedded_base:
+        raise ConfigError(f"model.base: {cfg.model.base!r} is not an embedded base model; build-base builds "
+                          f"only {', '.join(('tiny-base', 'smoke-base'))}")
+    folder = tinybase.ensure_base(cfg, force=args.force)
+    manifest = files.read_json(folder / "manifest.json")
+    print(f"{folder}: {manifest['parameters'] / 1e6:.2f}M parameters, built in {manifest['build_seconds']} s, "
+          f"held-out perplexity {manifest['heldout_perplexity']}, few-shot accuracy "
+          f"{manifest['few_shot']['overall']:.2f} ({manifest['few_shot']['per_family']})")
+    return 0
+
+
+def cmd_evalset(args: argparse.Namespace) -> int:
+    from alignkit import files, world
+
+    cfg = _resolve(args)
+    items = world.heldout_items(cfg.seed, cfg.world.n_eval, cfg.world.families)
+    count = files.write_jsonl(args.out, (item.to_record() for item in items))
+    print(f"{args.out}: {count} held-out items over {len(cfg.world.families)} families (seed {cfg.seed})")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from alignkit.records import validate_command
+
+    return validate_command(args.file, args.kind)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="alignkit", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="execute the stage notebooks with papermill and export the report")
+    _add_config_args(run)
+    run.add_argument("--stages", default="all", help="e.g. 01-06, 02, 1,3 (default: all)")
+    run.add_argument("--run-id", help="run folder name (default: the preset name)")
+    run.add_argument("--force", action="store_true", help="redo stages even when their cache is valid")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=cmd_run)
+
+    config = sub.add_parser("config", help="show the resolved config or the presets")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    show = config_sub.add_parser("show", help="print the resolved config as YAML")
+    _add_config_args(show)
+    show.set_defaults(func=cmd_config_show)
+    config_sub.add_parser("presets", help="list the shipped presets").set_defaults(func=cmd_config_presets)
+
+    base = sub.add_parser("build-base", help="build (or reuse) the embedded tiny base model")
+    _add_config_args(base)
+    base.add_argument("--force", action="store_true", help="rebuild even if a matching build exists")
+    base.set_defaults(func=cmd_build_base)
+
+    evalset = sub.add_parser("evalset", help="write the held-out evaluation items as JSONL")
+    _add_config_args(evalset)
+    evalset.add_argument("--out", required=True, type=Path)
+    evalset.set_defaults(func=cmd_evalset)
+
+    validate = sub.add_parser("validate", help="check a JSONL file; prints FILE:LINE: field: problem per defect")
+    validate.add_argument("file", type=Path)
+    validate.add_argument("--kind", required=True, choices=["eval-items", "sft", "negatives", "pairs", "responses"])
+    validate.set_defaults(func=cmd_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return args.func(args)
+    except ConfigError as error:
+        print(f"alignkit: config error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # one clear line for known failures; tracebacks with -v
+        from alignkit.runner import NotebookFailed
+        from alignkit.runs import StageInputError
+
+        if isinstance(error, (NotebookFailed, StageInputError, FileNotFoundError)) and not args.verbose:
+            print(f"alignkit: {error}", file=sys.stderr)
+            return 1
+        raise

@@ -1,0 +1,134 @@
+"""``alignkit run``: execute the numbered notebooks in order with papermill, then export them to HTML.
+
+    alignkit run --preset smoke --stages 01-06
+
+Each notebook gets the same parameters (``preset``, ``config_file``, ``overrides``, ``run_id``, ``force``)
+injected into its ``parameters`` cell. The executed copy lands in the stage folder
+(``runs/<run_id>/<stage>/<stage>.ipynb``) and an HTML export with code hidden in ``reports/<run_id>/``.
+A failing notebook stops the run with an error naming the notebook, the cell and its exception.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from alignkit import files
+from alignkit.config import STAGES, resolve
+from alignkit.runs import Run, check_run_id, reports_root, stage_range
+
+log = logging.getLogger(__name__)
+
+KERNEL_NAME = "alignkit"
+KERNEL_DISPLAY_NAME = "Python (alignkit)"
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised; the message names it, the failing cell and the exception."""
+
+
+def notebooks_dir() -> Path:
+    """The ``notebooks/`` folder of this checkout (``$ALIGNKIT_NOTEBOOKS`` overrides it)."""
+    env = os.environ.get("ALIGNKIT_NOTEBOOKS")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def ensure_kernel() -> str:
+    """Make sure the ``alignkit`` Jupyter kernel exists and runs this interpreter; returns its name.
+
+    ``make`` registers it during setup; this repairs a missing or stale registration (e.g. a moved venv),
+    so papermill always executes notebooks with the same Python as the CLI.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec(KERNEL_NAME)
+        if spec.argv and Path(spec.argv[0]).resolve() == Path(sys.executable).resolve():
+            return KERNEL_NAME
+        log.warning("kernel %r runs %s, not %s; registering it again", KERNEL_NAME, spec.argv[:1], sys.executable)
+    except NoSuchKernel:
+        log.info("registering Jupyter kernel %r for %s", KERNEL_NAME, sys.executable)
+    from ipykernel.kernelspec import install
+
+    install(kernel_name=KERNEL_NAME, display_name=KERNEL_DISPLAY_NAME, prefix=sys.prefix)
+    return KERNEL_NAME
+
+
+@dataclass
+class NotebookResult:
+    stage: str
+    executed: Path
+    html: Path
+    seconds: float
+
+
+def export_html(notebook: Path, out: Path) -> Path:
+    """Export an executed notebook to standalone HTML with code cells and prompts hidden."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    body, _resources = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
+    return files.write_text(out, body)
+
+
+def _failure(notebook: Path, executed: Path, error: Exception) -> NotebookFailed:
+    """Turn papermill's error into one that names the notebook, the cell and the exception."""
+    cell = "?"
+    try:
+        nb = json.loads(executed.read_text(encoding="utf-8"))
+        for index, c in enumerate(nb.get("cells", [])):
+            for output in c.get("outputs", []):
+                if output.get("output_type") == "error":
+                    cell = str(index)
+                    break
+    except (OSError, ValueError):
+        pass
+    ename = getattr(error, "ename", type(error).__name__)
+    evalue = getattr(error, "evalue", str(error))
+    return NotebookFailed(f"notebook {notebook.name} failed in cell {cell}: {ename}: {evalue} "
+                          f"(executed copy with the traceback: {executed})")
+
+
+def run_notebooks(preset: str = "tiny", *, config_file: str | None = None, overrides: list[str] | None = None,
+                  stages: str = "all", run_id: str | None = None, force: bool = False,
+                  progress: bool = True) -> list[NotebookResult]:
+    """Execute the selected stage notebooks in order; return where each executed copy and HTML went."""
+    import papermill
+
+    cfg = resolve(preset, config_file, overrides)  # fail fast on a bad config, before any kernel starts
+    run = Run(run_id=check_run_id(run_id or preset), config=cfg)
+    kernel = ensure_kernel()
+    wanted = stage_range(stages)
+    folder = notebooks_dir()
+    available = [s for s in wanted if (folder / f"{s}.ipynb").is_file()]
+    missing = [s for s in wanted if s not in available]
+    if missing:
+        log.warning("no notebook for %s in %s; skipping", ", ".join(missing), folder)
+    parameters = {"preset": preset, "config_file": str(Path(config_file).resolve()) if config_file else "",
+                  "overrides": "\n".join(overrides or []), "run_id": run.run_id, "force": bool(force)}
+    results = []
+    for stage in available:
+        notebook = folder / f"{stage}.ipynb"
+        executed = run.stage_dir(stage) / f"{stage}.ipynb"
+        executed.parent.mkdir(parents=True, exist_ok=True)
+        html = reports_root() / run.run_id / f"{stage}.html"
+        log.info("running %s (run %s, preset %s)", notebook.name, run.run_id, preset)
+        started = time.monotonic()
+        try:
+            papermill.execute_notebook(str(notebook), str(executed), parameters=parameters, kernel_name=kernel,
+                                       cwd=str(folder), progress_bar=progress, log_output=False)
+        except papermill.PapermillExecutionError as error:
+            raise _failure(notebook, executed, error) from None
+        export_html(executed, html)
+        results.append(NotebookResult(stage, executed, html, round(time.monotonic() - started, 1)))
+        log.info("%s done in %.1f s -> %s", stage, results[-1].seconds, html)
+    return results
+
+
+__all__ = ["STAGES", "NotebookFailed", "NotebookResult", "ensure_kernel", "export_html", "run_notebooks"]

@@ -1,0 +1,286 @@
+"""Runs, stage folders, manifests and the stage cache.
+
+A run lives in ``$ALIGNKIT_HOME/runs/<run_id>/`` with one folder per stage (``01_sft_data`` ...
+``06_evaluation``); its report goes to ``$ALIGNKIT_REPORTS/<run_id>/``. Each stage folder gets a
+``manifest.json`` written last and atomically. A later stage finds its inputs through the earlier stage's
+manifest, never by globbing for the newest file. A stage whose fingerprint (its config section, the seed and
+the sha256 of every input) matches a complete manifest whose outputs are intact is skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import importlib.metadata
+import logging
+import os
+import platform
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alignkit import files
+from alignkit.config import STAGES, ConfigError, StudyConfig, config_hash, resolve
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+#: Libraries whose versions go into every manifest.
+TRACKED_LIBRARIES = ("alignkit", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "tokenizers",
+                     "bitsandbytes", "numpy")
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class StageInputError(RuntimeError):
+    """A stage's inputs are missing or incomplete; the message says which stage to run first."""
+
+
+def home() -> Path:
+    """``$ALIGNKIT_HOME`` (default ``./data``): runs, built base models, caches."""
+    return Path(os.environ.get("ALIGNKIT_HOME", "data")).resolve()
+
+
+def reports_root() -> Path:
+    """``$ALIGNKIT_REPORTS`` (default ``./reports``): one folder of rendered report per run."""
+    return Path(os.environ.get("ALIGNKIT_REPORTS", "reports")).resolve()
+
+
+def check_run_id(run_id: str) -> str:
+    """A run id is a folder name: letters, digits, ``.``, ``_``, ``-``; no path separators or ``..``.
+
+    >>> check_run_id("tiny-seed1")
+    'tiny-seed1'
+    """
+    if not _RUN_ID.match(run_id) or ".." in run_id:
+        raise ConfigError(f"run_id: {run_id!r} is not a valid folder name; use letters, digits, '.', '_' and '-'")
+    return run_id
+
+
+def stage_name(token: str) -> str:
+    """Resolve ``"2"``, ``"02"`` or ``"02_sft_training"`` to the stage folder name.
+
+    >>> stage_name("3")
+    '03_negatives'
+    """
+    for stage in STAGES:
+        if token == stage or token.lstrip("0") == stage[:2].lstrip("0"):
+            return stage
+    raise ConfigError(f"stage {token!r}: expected one of {', '.join(STAGES)} (or its number)")
+
+
+def stage_range(spec: str) -> list[str]:
+    """``"01-03"`` -> the first three stage names; ``"2,5"`` -> those two; ``"all"`` -> every stage.
+
+    >>> stage_range("01-02")
+    ['01_sft_data', '02_sft_training']
+    """
+    if spec in ("all", ""):
+        return list(STAGES)
+    chosen: list[str] = []
+    for part in spec.split(","):
+        if "-" in part:
+            start, end = (STAGES.index(stage_name(p)) for p in part.split("-", 1))
+            if end < start:
+                raise ConfigError(f"--stages {spec!r}: range {part!r} runs backwards")
+            chosen.extend(STAGES[start : end + 1])
+        else:
+            chosen.append(stage_name(part))
+    return [s for s in STAGES if s in chosen]
+
+
+@dataclass
+class Run:
+    """One study run: its id, its resolved config and where its files live."""
+
+    run_id: str
+    config: StudyConfig
+    root: Path = field(default_factory=home)
+
+    def __post_init__(self) -> None:
+        check_run_id(self.run_id)
+
+    @property
+    def dir(self) -> Path:
+        return self.root / "runs" / self.run_id
+
+    @property
+    def report_dir(self) -> Path:
+        return reports_root() / self.run_id
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.dir / stage_name(stage)
+
+    def manifest(self, stage: str) -> dict[str, Any] | None:
+        """The stage's complete manifest, or None if it has none (or an incomplete one)."""
+        path = self.stage_dir(stage) / MANIFEST
+        if not path.is_file():
+            return None
+        manifest = files.read_json(path)
+        return manifest if manifest.get("status") == "complete" else None
+
+    def require(self, stage: str) -> dict[str, Any]:
+        """The complete manifest of an earlier stage, or a :class:`StageInputError` saying what to run."""
+        manifest = self.manifest(stage)
+        if manifest is None:
+            raise StageInputError(
+                f"{self.stage_dir(stage) / MANIFEST}: missing or incomplete; run that stage first: "
+                f"alignkit run --preset {self.config.preset} --run-id {self.run_id} --stages {stage[:2]}")
+        return manifest
+
+    def output(self, stage: str, name: str) -> Path:
+        """Path of output ``name`` of an earlier stage, taken from its manifest and hash-checked."""
+        manifest = self.require(stage)
+        outputs = manifest.get("outputs", {})
+        if name not in outputs:
+            raise StageInputError(f"{self.stage_dir(stage) / MANIFEST}: has no output {name!r} "
+                                  f"(has {', '.join(sorted(outputs))})")
+        entry = outputs[name]
+        path = self.dir / entry["path"]
+        if not path.exists():
+            raise StageInputError(f"{path}: listed in {stage}/{MANIFEST} but missing; re-run {stage} with --force")
+        return path
+
+
+def open_run(preset: str = "tiny", config_file: str | None = None, overrides: list[str] | str | None = None,
+             run_id: str | None = None) -> Run:
+    """Resolve the config and return the :class:`Run` (default run id: the preset name)."""
+    cfg = resolve(preset, config_file or None, overrides)
+    return Run(run_id=run_id or preset, config=cfg)
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed versions of the libraries that decide results (None when not installed)."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in TRACKED_LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_commit() -> str | None:
+    """The commit of the alignkit checkout (``+dirty`` when it has uncommitted changes), None outside git."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
+def fingerprint_path(path: Path) -> str:
+    """sha256 of a file, or of a folder's tree."""
+    return files.sha256_tree(path) if path.is_dir() else files.sha256_file(path)
+
+
+@dataclass
+class StageContext:
+    """What a stage body gets: its folder, its run, and a place to record outputs and QC numbers."""
+
+    run: Run
+    stage: str
+    dir: Path
+    force: bool
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config(self) -> StudyConfig:
+        return self.run.config
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    def add_output(self, name: str, path: Path, rows: int | None = None) -> None:
+        """Register an output file or folder; its sha256 goes into the manifest."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: stage {self.stage} registered an output that does not exist")
+        self.outputs[name] = {"path": str(path.relative_to(self.run.dir)), "sha256": fingerprint_path(path),
+                              "rows": rows}
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _outputs_intact(run: Run, manifest: dict[str, Any]) -> bool:
+    for entry in manifest.get("outputs", {}).values():
+        path = run.dir / entry["path"]
+        if not path.exists() or fingerprint_path(path) != entry["sha256"]:
+            return False
+    return True
+
+
+def execute_stage(run: Run, stage: str, *, sections: tuple[str, ...], inputs: dict[str, Path],
+                  body: Callable[[StageContext], None], force: bool = False) -> dict[str, Any]:
+    """Run ``body`` for ``stage`` unless a complete manifest with the same fingerprint exists.
+
+    ``sections`` are the config sections the stage depends on (``"seed"`` included by default);
+    ``inputs`` are the files/folders it reads. The manifest is written last and atomically; a stage that
+    fails or is killed leaves ``status: running`` (or ``failed``), never ``complete``.
+    """
+    stage = stage_name(stage)
+    stage_dir = run.stage_dir(stage)
+    config_part = {name: run.config.section(name) for name in ("seed", *sections)}
+    input_entries = {name: {"path": str(path), "sha256": fingerprint_path(Path(path))}
+                     for name, path in sorted(inputs.items())}
+    fingerprint = config_hash({"config": config_part, "inputs": {k: v["sha256"] for k, v in input_entries.items()}})
+
+    existing = run.manifest(stage)
+    if existing and not force:
+        if existing.get("fingerprint") == fingerprint and _outputs_intact(run, existing):
+            log.info("%s: cached (fingerprint %s); use --force to redo it", stage, fingerprint)
+            return existing
+        log.info("%s: config or inputs changed since the last run; running it again", stage)
+
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = stage_dir / MANIFEST
+    base = {"stage": stage, "run_id": run.run_id, "preset": run.config.preset, "seed": run.config.seed,
+            "fingerprint": fingerprint, "config": config_part, "inputs": input_entries,
+            "versions": library_versions(), "git_commit": git_commit(), "started": _now()}
+    # Mark the stage as running before any work: a kill leaves no complete-looking manifest behind.
+    files.write_json(manifest_path, {**base, "status": "running"})
+    ctx = StageContext(run=run, stage=stage, dir=stage_dir, force=force)
+    started = time.monotonic()
+    try:
+        body(ctx)
+    except BaseException as error:
+        files.write_json(manifest_path, {**base, "status": "failed", "error": f"{type(error).__name__}: {error}",
+                                         "finished": _now(), "seconds": round(time.monotonic() - started, 2)})
+        raise
+    manifest = {**base, "status": "complete", "outputs": ctx.outputs, "summary": ctx.summary,
+                "finished": _now(), "seconds": round(time.monotonic() - started, 2)}
+    files.write_json(manifest_path, manifest)
+    log.info("%s: complete in %.1f s", stage, manifest["seconds"])
+    return manifest
+
+
+@contextlib.contextmanager
+def fresh_dir(path: Path) -> Iterator[Path]:
+    """Yield an empty temporary sibling of ``path``; on success it replaces ``path`` (for output folders)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)

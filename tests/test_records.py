@@ -1,0 +1,430 @@
+"""Tests for alignkit.records: a valid record per kind, a corpus of malformed inputs, the CLI entry point."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alignkit import records
+from alignkit.records import Defect, InvalidInputError
+
+# Valid records, written by hand (not built with alignkit.template): the template is checked independently.
+EVAL_ITEM: dict[str, Any] = {
+    "id": "eval-arithmetic-0001",
+    "family": "arithmetic",
+    "instruction": "What is 12 plus 7?",
+    "reference": "19",
+    "params": {"a": 12, "b": 7, "op": "plus"},
+}
+SFT: dict[str, Any] = {
+    "id": "sft-capitals-0001",
+    "family": "capitals",
+    "instruction": "What is the capital of France?",
+    "prompt": "Instruction: What is the capital of France?\nResponse:",
+    "response": "Paris",
+    "completion": " Paris\nEND",
+    "generation": {
+        "prompt": "Q: capital of Spain? A: Madrid\nQ: What is the capital of France? A:",
+        "raw_output": " Paris\nQ:",
+        "attempt": 1,
+        "sampling": {"temperature": 0.7, "top_p": 0.9, "seed": 3},
+    },
+}
+NEGATIVE: dict[str, Any] = {
+    "id": "neg-0001",
+    "sft_id": "sft-capitals-0001",
+    "family": "capitals",
+    "instruction": "What is the capital of France?",
+    "prompt": "Instruction: What is the capital of France?\nResponse:",
+    "type": "incorrect",
+    "method": "swap_other_family",
+    "response": "Madrid",
+    "completion": " Madrid\nEND",
+    "failed_criteria": ["factually_correct"],
+}
+PAIR: dict[str, Any] = {
+    "id": "pair-0001",
+    "sft_id": "sft-capitals-0001",
+    "family": "capitals",
+    "negative_type": "incorrect",
+    "prompt": "Instruction: What is the capital of France?\nResponse:",
+    "chosen": " Paris\nEND",
+    "rejected": " Madrid\nEND",
+    "chosen_source": "sft",
+    "margin": None,
+}
+RESPONSE: dict[str, Any] = {
+    "model": "base",
+    "item_id": "eval-arithmetic-0001",
+    "prompt": "Instruction: What is 12 plus 7?\nResponse:",
+    "raw_output": " 19\nEND",
+    "response": "19",
+    "emitted_end": True,
+    "prompt_tokens": 14,
+    "output_tokens": 3,
+}
+VALID = {"eval-items": EVAL_ITEM, "sft": SFT, "negatives": NEGATIVE, "pairs": PAIR, "responses": RESPONSE}
+
+
+def edit(base: dict[str, Any], drop: tuple[str, ...] = (), **changes: Any) -> dict[str, Any]:
+    """A copy of ``base`` with ``changes`` applied and the ``drop`` fields removed."""
+    out = {**json.loads(json.dumps(base)), **changes}
+    for name in drop:
+        del out[name]
+    return out
+
+
+def edit_generation(**changes: Any) -> dict[str, Any]:
+    return edit(SFT, generation={**SFT["generation"], **changes})
+
+
+def jsonl(*rows: Any) -> bytes:
+    """File bytes: dicts/lists become JSON lines, ``str`` lines are written verbatim, ``bytes`` as is."""
+    parts = []
+    for row in rows:
+        if isinstance(row, bytes):
+            parts.append(row)
+        elif isinstance(row, str):
+            parts.append(row.encode("utf-8"))
+        else:
+            parts.append(json.dumps(row, ensure_ascii=False).encode("utf-8"))
+    return b"".join(part + b"\n" for part in parts)
+
+
+def write(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / f"{name}.jsonl"
+    path.write_bytes(data)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# Valid records
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", list(VALID))
+def test_valid_record_passes(kind: str, tmp_path: Path) -> None:
+    assert records.check_record(kind, VALID[kind]) == []
+    path = write(tmp_path, kind, jsonl(VALID[kind]))
+    rows, defects = records.validate_file(path, kind)
+    assert defects == []
+    assert rows == [VALID[kind]]
+    assert records.load_records(path, kind) == [VALID[kind]]
+
+
+@pytest.mark.parametrize("kind", list(VALID))
+def test_from_dict_round_trips_and_keeps_extra_fields(kind: str) -> None:
+    obj = edit(VALID[kind], written_by="a newer alignkit")
+    record = records.KINDS[kind].from_dict(obj)
+    assert record.extra == {"written_by": "a newer alignkit"}
+    assert record.to_dict() == obj
+
+
+def test_sft_from_dict_builds_typed_generation() -> None:
+    example = records.SFTExample.from_dict(SFT)
+    assert isinstance(example.generation, records.Generation)
+    assert example.generation.attempt == 1
+    assert example.generation.sampling["seed"] == 3
+
+
+def test_from_dict_raises_with_every_problem() -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        records.PreferencePair.from_dict(edit(PAIR, drop=("chosen",), margin="big"))
+    assert [(d.field, d.problem) for d in caught.value.defects] == [
+        ("chosen", "missing"),
+        ("margin", "expected number or null, got string"),
+    ]
+    assert "<record>:0: chosen: missing" in str(caught.value)
+
+
+def test_open_ended_item_may_have_null_reference() -> None:
+    item = edit(EVAL_ITEM, family="open_ended", instruction="Write a sentence about rivers.", reference=None)
+    assert records.check_record("eval-items", item) == []
+
+
+def test_same_item_for_two_models_is_not_a_duplicate(tmp_path: Path) -> None:
+    path = write(tmp_path, "responses", jsonl(RESPONSE, edit(RESPONSE, model="sft")))
+    assert records.validate_file(path, "responses")[1] == []
+
+
+def test_blank_lines_and_windows_line_ends_are_accepted(tmp_path: Path) -> None:
+    second = json.dumps(edit(EVAL_ITEM, id="eval-2")).encode()
+    data = json.dumps(EVAL_ITEM).encode() + b"\r\n\r\n" + second + b"\r\n"
+    rows, defects = records.validate_file(write(tmp_path, "crlf", data), "eval-items")
+    assert defects == []
+    assert [row["id"] for row in rows] == ["eval-arithmetic-0001", "eval-2"]
+
+
+def test_literal_newline_escape_helper() -> None:
+    assert records.has_literal_newline_escape("a\\nb")  # the two characters '\' and 'n'
+    assert not records.has_literal_newline_escape("a\nb")  # a real newline
+    assert not records.has_literal_newline_escape("a\\tb")
+
+
+def test_known_families_match_the_world() -> None:
+    world = pytest.importorskip("alignkit.world")
+    assert records.KNOWN_FAMILIES == tuple(world.FAMILY_NAMES)
+
+
+def test_unknown_kind_is_a_value_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown record kind 'evals'; expected one of eval-items"):
+        records.check_record("evals", {})
+    with pytest.raises(ValueError, match="unknown record kind"):
+        records.validate_file(write(tmp_path, "x", jsonl(EVAL_ITEM)), "evals")
+
+
+# --------------------------------------------------------------------------------------------------
+# The malformed-input corpus: (case name "<kind>__<what>", kind, file bytes, expected defects)
+# Each expected defect is (line, field, phrase that must occur in the problem); the defects found must be
+# exactly these, in this order.
+# --------------------------------------------------------------------------------------------------
+
+BAD_INPUTS: list[tuple[str, str, bytes, list[tuple[int, str, str]]]] = [
+    # File- and line-level problems.
+    ("eval-items__not_json", "eval-items", jsonl(EVAL_ITEM, '{"id": "eval-2", "family": '),
+     [(2, "<line>", "not valid JSON: Expecting value at column 28")]),
+    ("eval-items__invalid_utf8_line3", "eval-items",
+     jsonl(EVAL_ITEM, edit(EVAL_ITEM, id="eval-2"), b'{"id": "eval-\xff3"}'),
+     [(3, "<line>", "not valid UTF-8: byte 0xff at column 14")]),
+    ("eval-items__non_object_line", "eval-items", jsonl(["eval-1", "arithmetic"]),
+     [(1, "<line>", "expected a JSON object, got list")]),
+    ("eval-items__string_line", "eval-items", jsonl('"just a string"'),
+     [(1, "<line>", "expected a JSON object, got string")]),
+    ("eval-items__empty_file", "eval-items", b"", [(0, "<file>", "empty file: no eval-items records")]),
+    ("eval-items__blank_lines_only", "eval-items", b"\n  \n\n", [(0, "<file>", "empty file")]),
+    ("eval-items__repeated_key", "eval-items",
+     jsonl('{"id": "a", "id": "b", "family": "arithmetic"}'),
+     [(1, "<line>", "key 'id' appears twice in one object")]),
+    ("eval-items__nan", "eval-items", jsonl('{"id": "a", "params": {"x": NaN}}'),
+     [(1, "<line>", "NaN is not valid JSON")]),
+    ("eval-items__duplicate_id", "eval-items", jsonl(EVAL_ITEM, edit(EVAL_ITEM, id="eval-2"), EVAL_ITEM),
+     [(3, "id", "duplicate id 'eval-arithmetic-0001'; first on line 1")]),
+    # eval-items schema.
+    ("eval-items__missing_instruction", "eval-items", jsonl(edit(EVAL_ITEM, drop=("instruction",))),
+     [(1, "instruction", "missing")]),
+    ("eval-items__id_int", "eval-items", jsonl(edit(EVAL_ITEM, id=7)),
+     [(1, "id", "expected string, got int")]),
+    ("eval-items__params_list", "eval-items", jsonl(edit(EVAL_ITEM, params=[12, 7])),
+     [(1, "params", "expected object, got list")]),
+    ("eval-items__empty_instruction", "eval-items", jsonl(edit(EVAL_ITEM, instruction="   ")),
+     [(1, "instruction", "empty")]),
+    ("eval-items__unstripped_instruction", "eval-items",
+     jsonl(edit(EVAL_ITEM, instruction=" What is 12 plus 7?")),
+     [(1, "instruction", "leading or trailing whitespace")]),
+    ("eval-items__tag_in_instruction", "eval-items",
+     jsonl(edit(EVAL_ITEM, instruction="Instruction: What is 12 plus 7?")),
+     [(1, "instruction", "template tag 'Instruction:'")]),
+    ("eval-items__literal_backslash_n", "eval-items",
+     jsonl(edit(EVAL_ITEM, instruction="What is\\n12 plus 7?")),
+     [(1, "instruction", "literal backslash-n")]),
+    ("eval-items__newline_in_instruction", "eval-items",
+     jsonl(edit(EVAL_ITEM, instruction="What is\n12 plus 7?")),
+     [(1, "instruction", "contains a newline")]),
+    ("eval-items__unknown_family", "eval-items", jsonl(edit(EVAL_ITEM, family="algebra")),
+     [(1, "family", "expected one of arithmetic, capitals, word_transform, list_category, comparison, "
+                    "constraint, open_ended; got 'algebra'")]),
+    ("eval-items__null_reference_arithmetic", "eval-items", jsonl(edit(EVAL_ITEM, reference=None)),
+     [(1, "reference", "null is only allowed for the open_ended family; family 'arithmetic'")]),
+    ("eval-items__empty_reference", "eval-items", jsonl(edit(EVAL_ITEM, reference="")),
+     [(1, "reference", "empty")]),
+    ("eval-items__reference_int", "eval-items", jsonl(edit(EVAL_ITEM, reference=19)),
+     [(1, "reference", "expected string or null, got int")]),
+    ("eval-items__all_defects_of_one_line", "eval-items",
+     jsonl({"id": "", "family": "algebra", "instruction": 5, "reference": None}),
+     [(1, "id", "empty"), (1, "family", "got 'algebra'"), (1, "instruction", "expected string, got int"),
+      (1, "params", "missing")]),
+    # sft schema.
+    ("sft__prompt_not_template", "sft",
+     jsonl(edit(SFT, prompt="Instruction: What is the capital of France?\n")),
+     [(1, "prompt", "does not match template.prompt(instruction); expected "
+                    "'Instruction: What is the capital of France?\\nResponse:'")]),
+    ("sft__completion_not_response", "sft", jsonl(edit(SFT, completion=" Lyon\nEND")),
+     [(1, "completion",
+       "does not match template.completion(response); expected ' Paris\\nEND', got ' Lyon\\nEND'")]),
+    ("sft__response_not_in_raw_output", "sft", jsonl(edit_generation(raw_output=" Lyon\nQ:")),
+     [(1, "response", "not found in generation.raw_output")]),
+    ("sft__response_contains_end", "sft",
+     jsonl(edit(SFT, response="Paris\nEND", completion=" Paris\nEND\nEND")),
+     [(1, "response", "contains '\\nEND'")]),
+    ("sft__tag_in_response", "sft", jsonl(edit(SFT, response="Paris Response: Paris")),
+     [(1, "response", "template tag 'Response:'")]),
+    ("sft__literal_backslash_n_in_response", "sft", jsonl(edit(SFT, response="Paris\\nFrance")),
+     [(1, "response", "literal backslash-n")]),
+    ("sft__attempt_zero", "sft", jsonl(edit_generation(attempt=0)),
+     [(1, "generation.attempt", "must be >= 1")]),
+    ("sft__attempt_bool", "sft", jsonl(edit_generation(attempt=True)),
+     [(1, "generation.attempt", "expected int, got bool")]),
+    ("sft__missing_sampling", "sft",
+     jsonl(edit(SFT, generation={"prompt": "Q:", "raw_output": " Paris", "attempt": 1})),
+     [(1, "generation.sampling", "missing")]),
+    ("sft__generation_not_object", "sft", jsonl(edit(SFT, generation=" Paris")),
+     [(1, "generation", "expected object, got string")]),
+    ("sft__missing_completion", "sft", jsonl(edit(SFT, drop=("completion",))),
+     [(1, "completion", "missing")]),
+    ("sft__duplicate_id", "sft", jsonl(SFT, SFT),
+     [(2, "id", "duplicate id 'sft-capitals-0001'; first on line 1")]),
+    # negatives schema.
+    ("negatives__unknown_type", "negatives", jsonl(edit(NEGATIVE, type="refsual")),
+     [(1, "type", "expected one of refusal, format, incorrect, off_topic, verbose; got 'refsual'")]),
+    ("negatives__empty_failed_criteria", "negatives", jsonl(edit(NEGATIVE, failed_criteria=[])),
+     [(1, "failed_criteria", "empty list")]),
+    ("negatives__failed_criteria_item_int", "negatives",
+     jsonl(edit(NEGATIVE, failed_criteria=["factually_correct", 3])),
+     [(1, "failed_criteria[1]", "expected string, got int")]),
+    ("negatives__empty_method", "negatives", jsonl(edit(NEGATIVE, method="")), [(1, "method", "empty")]),
+    ("negatives__literal_backslash_n", "negatives",
+     jsonl(edit(NEGATIVE, response="Madrid\\nSpain", completion=" Madrid\\nSpain\nEND")),
+     [(1, "response", "literal backslash-n")]),
+    ("negatives__completion_not_response", "negatives", jsonl(edit(NEGATIVE, completion=" Madrid\n")),
+     [(1, "completion", "does not match template.completion(response)")]),
+    ("negatives__prompt_not_template", "negatives",
+     jsonl(edit(NEGATIVE, prompt="What is the capital of France?")),
+     [(1, "prompt", "does not match template.prompt(instruction)")]),
+    ("negatives__sft_id_null", "negatives", jsonl(edit(NEGATIVE, sft_id=None)),
+     [(1, "sft_id", "expected string, got null")]),
+    # pairs schema.
+    ("pairs__chosen_equals_rejected", "pairs", jsonl(edit(PAIR, rejected=" Paris\nEND")),
+     [(1, "rejected", "identical to chosen")]),
+    ("pairs__chosen_equals_rejected_after_strip", "pairs", jsonl(edit(PAIR, rejected="  Paris\nEND")),
+     [(1, "rejected", "identical to chosen")]),
+    ("pairs__rejected_without_end", "pairs", jsonl(edit(PAIR, rejected=" Madrid")),
+     [(1, "rejected", "must end with '\\nEND'")]),
+    ("pairs__chosen_without_space", "pairs", jsonl(edit(PAIR, chosen="Paris\nEND")),
+     [(1, "chosen", "must start with ' '")]),
+    ("pairs__empty_body", "pairs", jsonl(edit(PAIR, chosen=" \nEND")), [(1, "chosen", "empty response")]),
+    ("pairs__tag_in_rejected", "pairs", jsonl(edit(PAIR, rejected=" Madrid\nInstruction: next\nEND")),
+     [(1, "rejected", "template tag 'Instruction:'")]),
+    ("pairs__literal_backslash_n_in_chosen", "pairs", jsonl(edit(PAIR, chosen=" Paris\\nFrance\nEND")),
+     [(1, "chosen", "literal backslash-n")]),
+    ("pairs__prompt_head", "pairs", jsonl(edit(PAIR, prompt="Q: What is the capital of France?\nResponse:")),
+     [(1, "prompt", "must start with 'Instruction: '")]),
+    ("pairs__prompt_tail", "pairs",
+     jsonl(edit(PAIR, prompt="Instruction: What is the capital of France?\nA:")),
+     [(1, "prompt", "must end with '\\nResponse:'")]),
+    ("pairs__unknown_negative_type", "pairs", jsonl(edit(PAIR, negative_type="wrong")),
+     [(1, "negative_type", "expected one of refusal, format")]),
+    ("pairs__margin_bool", "pairs", jsonl(edit(PAIR, margin=False)),
+     [(1, "margin", "expected number or null, got bool")]),
+    # 1e999 is valid JSON syntax, but Python reads it as inf.
+    ("pairs__margin_overflow", "pairs",
+     jsonl('{"id": "p", "sft_id": "s", "family": "capitals", "negative_type": "incorrect", '
+           '"prompt": "Instruction: x\\nResponse:", "chosen": " a\\nEND", "rejected": " b\\nEND", '
+           '"chosen_source": "sft", "margin": 1e999}'),
+     [(1, "margin", "expected a finite number, got inf")]),
+    ("pairs__missing_chosen_source", "pairs", jsonl(edit(PAIR, drop=("chosen_source",))),
+     [(1, "chosen_source", "missing")]),
+    # responses schema.
+    ("responses__tokens_bool", "responses", jsonl(edit(RESPONSE, output_tokens=True)),
+     [(1, "output_tokens", "expected int, got bool")]),
+    ("responses__tokens_float", "responses", jsonl(edit(RESPONSE, prompt_tokens=14.0)),
+     [(1, "prompt_tokens", "expected int, got float")]),
+    ("responses__tokens_negative", "responses", jsonl(edit(RESPONSE, output_tokens=-1)),
+     [(1, "output_tokens", "must be >= 0, got -1")]),
+    ("responses__emitted_end_string", "responses", jsonl(edit(RESPONSE, emitted_end="true")),
+     [(1, "emitted_end", "expected bool, got string")]),
+    ("responses__empty_model", "responses", jsonl(edit(RESPONSE, model="")), [(1, "model", "empty")]),
+    ("responses__missing_raw_output", "responses", jsonl(edit(RESPONSE, drop=("raw_output",))),
+     [(1, "raw_output", "missing")]),
+    ("responses__duplicate_model_item", "responses", jsonl(RESPONSE, edit(RESPONSE, model="sft"), RESPONSE),
+     [(3, "item_id", "duplicate (model, item_id) ('base', 'eval-arithmetic-0001'); first on line 1")]),
+]
+
+
+def test_bad_input_corpus_is_large_and_names_are_unique() -> None:
+    names = [case[0] for case in BAD_INPUTS]
+    assert len(names) == len(set(names)) >= 30
+    assert {name.split("__")[0] for name in names} == set(records.KINDS)
+    assert all(name.startswith(kind + "__") for name, kind, _, _ in BAD_INPUTS)
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "data", "expected"), BAD_INPUTS, ids=[case[0] for case in BAD_INPUTS]
+)
+def test_bad_input_reports_file_line_field_problem(
+    name: str, kind: str, data: bytes, expected: list[tuple[int, str, str]], tmp_path: Path
+) -> None:
+    path = write(tmp_path, name, data)
+    _, defects = records.validate_file(path, kind)
+    assert [(d.line, d.field) for d in defects] == [(line, field) for line, field, _ in expected], defects
+    for defect, (_, _, phrase) in zip(defects, expected):
+        assert defect.file == str(path)
+        assert phrase in defect.problem, defect.problem
+    with pytest.raises(InvalidInputError) as caught:
+        records.load_records(path, kind)
+    assert caught.value.defects == defects
+    assert str(defects[0]) in str(caught.value)
+
+
+def test_rows_returned_are_the_lines_without_defects(tmp_path: Path) -> None:
+    bad = edit(EVAL_ITEM, id="eval-2", family="algebra")
+    good = edit(EVAL_ITEM, id="eval-3")
+    path = write(tmp_path, "mixed", jsonl(EVAL_ITEM, bad, "{", good))
+    rows, defects = records.validate_file(path, "eval-items")
+    assert [row["id"] for row in rows] == ["eval-arithmetic-0001", "eval-3"]
+    assert [(d.line, d.field) for d in defects] == [(2, "family"), (3, "<line>")]
+
+
+def test_missing_file_raises_file_not_found(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        records.load_records(tmp_path / "absent.jsonl", "sft")
+
+
+def test_defect_formats_as_file_line_field_problem() -> None:
+    assert str(Defect("data/pairs.jsonl", 12, "chosen", "missing")) == "data/pairs.jsonl:12: chosen: missing"
+
+
+def test_error_message_lists_twenty_defects_then_a_count() -> None:
+    defects = [Defect("f.jsonl", line, "id", "missing") for line in range(1, 26)]
+    message = str(InvalidInputError(defects, "sft"))
+    lines = message.splitlines()
+    assert lines[0] == "25 defect(s) in sft input:"
+    assert lines[1:21] == [f"f.jsonl:{line}: id: missing" for line in range(1, 21)]
+    assert lines[21:] == ["... and 5 more"]
+    assert len(InvalidInputError(defects, "sft").defects) == 25
+
+
+# --------------------------------------------------------------------------------------------------
+# validate_command: what `alignkit validate FILE --kind KIND` prints and returns
+# --------------------------------------------------------------------------------------------------
+
+
+def test_validate_command_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "items", jsonl(EVAL_ITEM, edit(EVAL_ITEM, id="eval-2")))
+    assert records.validate_command(path, "eval-items") == 0
+    out, err = capsys.readouterr()
+    assert out == f"ok: 2 eval-items records in {path}\n"
+    assert err == ""
+
+
+def test_validate_command_invalid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = (PAIR, edit(PAIR, id="pair-2", rejected=" Paris\nEND", margin=True), edit(PAIR, id="pair-3"))
+    path = write(tmp_path, "pairs", jsonl(*rows))
+    assert records.validate_command(path, "pairs") == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [
+        f"{path}:2: rejected: identical to chosen; a preference pair needs two different responses",
+        f"{path}:2: margin: expected number or null, got bool",
+        f"invalid: 2 defect(s) on 1 line(s) in {path} (2 valid pairs record(s))",
+    ]
+
+
+def test_validate_command_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "absent.jsonl"
+    assert records.validate_command(path, "sft") == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"error: {path}: no such file\n"
+
+
+def test_validate_command_directory_and_unknown_kind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert records.validate_command(tmp_path, "sft") == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert records.validate_command(write(tmp_path, "x", jsonl(SFT)), "evals") == 2
+    expected = "unknown kind 'evals'; expected one of eval-items, sft, negatives, pairs, responses"
+    assert expected in capsys.readouterr().err
