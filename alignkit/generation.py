@@ -330,7 +330,11 @@ def generate(
     prompt is tokenized as given (with the tokenizer's usual special tokens, e.g. BOS) and never truncated.
     Padding is done here (left, with the tokenizer's pad id, else EOS), so the tokenizer is not modified; the
     model runs in eval mode under :func:`torch.inference_mode` and its train/eval mode is restored after.
+    With ``config.do_sample``, batch ``b`` (in length-sorted order) is sampled after
+    ``torch.manual_seed(config.seed + b)``; the caller's RNG state is restored afterwards.
     """
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a list of strings, got a single string; wrap it in a list")
     for index, text in enumerate(prompts):
         if not isinstance(text, str):
             raise TypeError(f"prompts[{index}] must be a string, got {type(text).__name__}")

@@ -336,7 +336,7 @@ def _check_sft(c: _Checker) -> None:
     if attempt is not _INVALID and attempt < 1:
         g.add("attempt", f"must be >= 1 (attempts count from 1), got {attempt}")
     g.get("sampling", "object")
-    # Nothing stand-in: the stored response must be text the model actually generated.
+    # Nothing invented (DESIGN §9): the stored response must be text the model actually generated.
     if response is not _INVALID and raw_output is not _INVALID and response not in raw_output:
         c.add(
             "response",
@@ -395,8 +395,10 @@ def _pair_prompt_problems(text: str) -> list[str]:
     return problems
 
 
-def _pair_completion_problems(text: str) -> list[str]:
+def _pair_completion_problems(text: str, allow_tags: bool = False) -> list[str]:
     """A pair's chosen/rejected must be one built by ``template.completion``: ``" {response}\\nEND"``.
+
+    ``allow_tags`` is for ``rejected``: a ``format`` negative leaks template text on purpose.
 
     >>> _pair_completion_problems(" 5\\nEND")
     []
@@ -415,7 +417,7 @@ def _pair_completion_problems(text: str) -> list[str]:
         problems.append(f"empty response between ' ' and {template.STOP_STRING!r}")
     if has_literal_newline_escape(text):
         problems.append(_LITERAL_NEWLINE_PROBLEM)
-    return problems + _tag_problems(body)
+    return problems + ([] if allow_tags else _tag_problems(body))
 
 
 def _check_pair(c: _Checker) -> None:
@@ -425,7 +427,7 @@ def _check_pair(c: _Checker) -> None:
     c.choice("negative_type", NEGATIVE_TYPES)
     c.text("prompt", _pair_prompt_problems)
     chosen = c.text("chosen", _pair_completion_problems)
-    rejected = c.text("rejected", _pair_completion_problems)
+    rejected = c.text("rejected", lambda text: _pair_completion_problems(text, allow_tags=True))
     if chosen is not _INVALID and rejected is not _INVALID and chosen.strip() == rejected.strip():
         c.add("rejected", "identical to chosen; a preference pair needs two different responses")
     c.text("chosen_source")
@@ -699,6 +701,8 @@ def _parse_line(raw: bytes) -> tuple[Any, str | None]:
         return None, f"not valid JSON: {error}"
     except json.JSONDecodeError as error:
         return None, f"not valid JSON: {error.msg} at column {error.colno}"
+    except RecursionError:
+        return None, "not valid JSON for a record: nested too deeply"
 
 
 def _unique_key(kind: str, obj: dict[str, Any]) -> tuple[str, ...] | None:

@@ -264,6 +264,7 @@ BAD_INPUTS: list[tuple[str, str, bytes, list[tuple[int, str, str]]]] = [
      [(1, "generation", "expected object, got string")]),
     ("sft__missing_completion", "sft", jsonl(edit(SFT, drop=("completion",))),
      [(1, "completion", "missing")]),
+    ("sft__nested_too_deeply", "sft", jsonl("[" * 100_000), [(1, "<line>", "nested too deeply")]),
     ("sft__duplicate_id", "sft", jsonl(SFT, SFT),
      [(2, "id", "duplicate id 'sft-capitals-0001'; first on line 1")]),
     # negatives schema.
@@ -295,8 +296,8 @@ BAD_INPUTS: list[tuple[str, str, bytes, list[tuple[int, str, str]]]] = [
     ("pairs__chosen_without_space", "pairs", jsonl(edit(PAIR, chosen="Paris\nEND")),
      [(1, "chosen", "must start with ' '")]),
     ("pairs__empty_body", "pairs", jsonl(edit(PAIR, chosen=" \nEND")), [(1, "chosen", "empty response")]),
-    ("pairs__tag_in_rejected", "pairs", jsonl(edit(PAIR, rejected=" Madrid\nInstruction: next\nEND")),
-     [(1, "rejected", "template tag 'Instruction:'")]),
+    ("pairs__tag_in_chosen", "pairs", jsonl(edit(PAIR, chosen=" Paris\nInstruction: next\nEND")),
+     [(1, "chosen", "template tag 'Instruction:'")]),
     ("pairs__literal_backslash_n_in_chosen", "pairs", jsonl(edit(PAIR, chosen=" Paris\\nFrance\nEND")),
      [(1, "chosen", "literal backslash-n")]),
     ("pairs__prompt_head", "pairs", jsonl(edit(PAIR, prompt="Q: What is the capital of France?\nResponse:")),
@@ -428,3 +429,9 @@ def test_validate_command_directory_and_unknown_kind(
     assert records.validate_command(write(tmp_path, "x", jsonl(SFT)), "evals") == 2
     expected = "unknown kind 'evals'; expected one of eval-items, sft, negatives, pairs, responses"
     assert expected in capsys.readouterr().err
+
+
+def test_rejected_may_leak_template_text_on_purpose():
+    """A 'format' negative is bad *because* it leaks the template; it must still be a valid pair."""
+    pair = edit(PAIR, rejected=" Madrid\nInstruction: next\nEND", negative_type="format")
+    assert records.check_record("pairs", pair) == []

@@ -1,0 +1,166 @@
+"""Stage 02: supervised fine-tuning with the loss on response tokens only, proven on decoded batches.
+
+    alignkit run --preset tiny --stages 02        (or notebooks/02_sft_training.ipynb)
+
+Trains with TRL's ``SFTTrainer`` on the prompt/completion rows of ``01_sft_data/sft.jsonl``. Before any
+training step the loss mask is checked twice: on every example with :mod:`alignkit.masks` (full-sequence
+offsets), and on the trainer's own collated batches (the kept labels must decode to exactly
+``completion + EOS``). Either failing stops the stage. Full fine-tuning, LoRA and QLoRA by config; an
+interrupted run resumes from its last checkpoint.
+
+Outputs in ``02_sft_training/``: ``model/`` (full or merged weights, or the adapter for QLoRA, with the
+tokenizer), ``log_history.json`` (loss per logging step), ``samples.jsonl`` (base vs SFT responses on
+instructions used by neither training nor evaluation) and ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from alignkit import files, records, template, world
+from alignkit.runs import Run, execute_stage
+from alignkit.tinybase import ensure_base
+
+log = logging.getLogger(__name__)
+
+STAGE = "02_sft_training"
+#: Instructions used for the base-vs-SFT comparison shown in the notebook.
+N_SAMPLES = 20
+
+
+class MaskError(RuntimeError):
+    """The loss mask does not cover exactly the completion tokens; training is refused."""
+
+
+def verify_masks(tokenizer, rows: list[dict]) -> dict[str, Any]:
+    """Check every example's mask; raise :class:`MaskError` listing the failures."""
+    from alignkit.masks import check_dataset
+
+    results = check_dataset(tokenizer, rows)
+    failures = [f"{row_id}: {check.problem}" for row_id, check in results if not check.ok]
+    if failures:
+        raise MaskError(f"{len(failures)} of {len(results)} examples have a wrong loss mask, e.g.\n  "
+                        + "\n  ".join(failures[:5]))
+    trained = [sum(check.mask) for _, check in results]
+    return {"examples_checked": len(results), "failures": 0, "trained_tokens_mean": round(sum(trained) / len(trained), 2)}
+
+
+def verify_trainer_batches(trainer, tokenizer, rows: list[dict], n_batches: int = 2) -> int:
+    """Collate the trainer's own processed rows and check the labels decode to completion + EOS."""
+    from alignkit.masks import check_batch
+
+    dataset = trainer.train_dataset
+    checked = 0
+    size = trainer.args.per_device_train_batch_size
+    for start in range(0, min(len(dataset), n_batches * size), size):
+        indices = list(range(start, min(start + size, len(dataset))))
+        batch = trainer.data_collator([dataset[i] for i in indices])
+        problems = check_batch(tokenizer, batch, [rows[i] for i in indices])
+        if problems:
+            raise MaskError("trainer batch labels are wrong:\n  " + "\n  ".join(problems[:5]))
+        checked += len(indices)
+    return checked
+
+
+def train(run: Run, ctx, base_path, rows: list[dict]) -> dict[str, Any]:
+    """Train the SFT model into ``ctx.dir/model``; returns the training summary."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from alignkit.config import config_hash
+    from alignkit.training import (load_trainable, log_history, peft_config, prepare_checkpoints, save_trained,
+                                   trainer_kwargs)
+
+    cfg = run.config
+    train_cfg = cfg.sft
+    model, tokenizer = load_trainable(base_path, cfg, train_cfg)
+    mask_summary = verify_masks(tokenizer, rows)
+    fingerprint = config_hash({"sft": cfg.section("sft"), "model": cfg.section("model"), "seed": cfg.seed,
+                               "data": [r["id"] + r["completion"] for r in rows]})
+    checkpoints = ctx.path("checkpoints")
+    resume = prepare_checkpoints(checkpoints, fingerprint, ctx.force)
+    args = SFTConfig(**trainer_kwargs(train_cfg, cfg, checkpoints), completion_only_loss=True, packing=False,
+                     dataset_num_proc=None, shuffle_dataset=True, disable_tqdm=False)
+    dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=peft_config(train_cfg))
+    # The trainer's processed dataset keeps the input order (shuffling happens in the sampler).
+    batch_rows = verify_trainer_batches(trainer, tokenizer, rows)
+    started = time.monotonic()
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    seconds = time.monotonic() - started
+    history = log_history(trainer)
+    files.write_json(ctx.path("log_history.json"), history)
+    saved = save_trained(trainer.model, tokenizer, ctx.path("model"),
+                         merge=train_cfg.method != "qlora" and train_cfg.merge_adapter)
+    losses = [h["loss"] for h in history if "loss" in h]
+    summary = {"method": train_cfg.method, "saved": saved, "resumed_from": resume.name if resume else None,
+               "train_seconds": round(seconds, 1), "steps": trainer.state.global_step,
+               "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
+               "masks": {**mask_summary, "trainer_batch_rows_checked": batch_rows},
+               "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)}
+    del trainer, model
+    return summary
+
+
+def sample_instructions(cfg, rows: list[dict], eval_items: list[dict]) -> list[world.Item]:
+    """Instructions used neither in SFT data nor in evaluation, balanced over families."""
+    used = [world.Item.from_record(r) for r in eval_items]
+    used += [world.Item.from_record({**r, "reference": None}) for r in rows]
+    return world.training_items(cfg.seed + 4242, N_SAMPLES, exclude=used, families=cfg.world.families)
+
+
+def compare_samples(run: Run, base_path, model_dir, adapter, items: list[world.Item]) -> tuple[list[dict], dict]:
+    """Greedy responses of the base and the SFT model on ``items`` (one model loaded at a time)."""
+    from alignkit import modeling
+    from alignkit.generation import GenerationConfig, generate
+
+    cfg = run.config
+    gen_cfg = GenerationConfig(max_new_tokens=cfg.evaluation.max_new_tokens, batch_size=cfg.evaluation.batch_size)
+    prompts = [template.prompt(item.instruction) for item in items]
+    outputs = {}
+    for name, path, extra in (("base", base_path, None), ("sft", model_dir, adapter)):
+        with modeling.loaded(path, cfg.model, adapter=extra) as handle:
+            outputs[name] = generate(handle.model, handle.tokenizer, prompts, gen_cfg, desc=f"samples: {name}")
+    samples = [{"item_id": item.id, "family": item.family, "instruction": item.instruction,
+                "base": b.response, "base_emitted_end": b.stopped, "sft": s.response, "sft_emitted_end": s.stopped}
+               for item, b, s in zip(items, outputs["base"], outputs["sft"])]
+    rates = {name: round(sum(o.stopped for o in outs) / len(outs), 3) for name, outs in outputs.items()}
+    return samples, {"end_emission_rate": rates, "n": len(items)}
+
+
+def sft_model(run: Run) -> tuple[Any, Any]:
+    """``(path, adapter)`` that loads the SFT model: the merged folder, or base + adapter for QLoRA."""
+    manifest = run.require(STAGE)
+    path = run.output(STAGE, "model")
+    if manifest["summary"]["saved"] == "adapter":
+        return ensure_base(run.config), path
+    return path, None
+
+
+def run(run: Run, force: bool = False) -> dict[str, Any]:
+    """Execute stage 02 (cached); returns its manifest."""
+    cfg = run.config
+    base_path = ensure_base(cfg)
+    sft_path = run.output("01_sft_data", "sft")
+    eval_path = run.output("01_sft_data", "eval_items")
+    inputs = {"sft": sft_path, "eval_items": eval_path}
+    if base_path.exists():
+        inputs["base_model"] = base_path
+
+    def body(ctx) -> None:
+        rows = records.load_records(sft_path, "sft")  # validated at the boundary, before any compute
+        eval_items = records.load_records(eval_path, "eval-items")
+        summary = train(run, ctx, base_path, rows)
+        ctx.add_output("model", ctx.path("model"))
+        ctx.add_output("log_history", ctx.path("log_history.json"))
+        adapter = ctx.path("model") if summary["saved"] == "adapter" else None
+        model_path = base_path if adapter else ctx.path("model")
+        samples, sample_summary = compare_samples(run, base_path, model_path, adapter,
+                                                  sample_instructions(cfg, rows, eval_items))
+        ctx.add_output("samples", ctx.path("samples.jsonl"), rows=files.write_jsonl(ctx.path("samples.jsonl"), samples))
+        ctx.summary.update({**summary, "samples": sample_summary, "examples": len(rows)})
+
+    return execute_stage(run, STAGE, sections=("model", "sft"), inputs=inputs, body=body, force=force)

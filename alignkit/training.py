@@ -1,0 +1,122 @@
+"""What SFT (stage 02) and DPO (stage 05) share: trainable model loading, PEFT settings, trainer arguments,
+checkpoint resume and retention, and saving the result.
+
+Resume: checkpoints live in ``<stage>/<name>/checkpoints/`` next to ``fingerprint.json`` (the hash of the
+training config and data). Running the stage again after an interruption continues from the newest
+checkpoint when the fingerprint matches, and starts afresh (deleting stale checkpoints) when it does not.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from alignkit import files
+from alignkit.config import StudyConfig, TrainConfig
+from alignkit.modeling import device_for, load_model, load_tokenizer
+
+log = logging.getLogger(__name__)
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The newest complete ``checkpoint-N`` folder (one with ``trainer_state.json``), or None.
+
+    A checkpoint killed mid-save lacks ``trainer_state.json`` (the Trainer writes it last), so it is skipped.
+    """
+    if not folder.is_dir():
+        return None
+    found = []
+    for path in folder.iterdir():
+        match = _CHECKPOINT.match(path.name)
+        if match and (path / "trainer_state.json").is_file():
+            found.append((int(match.group(1)), path))
+    return max(found)[1] if found else None
+
+
+def prepare_checkpoints(folder: Path, fingerprint: str, force: bool) -> Path | None:
+    """Make ``folder`` hold only checkpoints of this exact training job; return the one to resume from."""
+    marker = folder / "fingerprint.json"
+    if folder.exists() and (force or not marker.is_file() or files.read_json(marker).get("fingerprint") != fingerprint):
+        log.info("discarding checkpoints in %s (config or data changed, or --force)", folder)
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    files.write_json(marker, {"fingerprint": fingerprint})
+    resume = latest_checkpoint(folder)
+    if resume is not None:
+        log.info("resuming from %s", resume)
+    return resume
+
+
+def peft_config(train: TrainConfig):
+    """LoRA adapters for ``lora``/``qlora`` (None for full fine-tuning)."""
+    if train.method == "full":
+        return None
+    from peft import LoraConfig
+
+    targets: Any = list(train.lora_target_modules)
+    if targets == ["all-linear"]:
+        targets = "all-linear"
+    return LoraConfig(r=train.lora_r, lora_alpha=train.lora_alpha, lora_dropout=train.lora_dropout,
+                      target_modules=targets, bias="none", task_type="CAUSAL_LM")
+
+
+def load_trainable(path: str | Path, cfg: StudyConfig, train: TrainConfig, adapter: str | Path | None = None):
+    """The model to train: full weights, or the base for LoRA, or a 4-bit NF4 base for QLoRA.
+
+    ``adapter`` (an SFT adapter when SFT was trained with QLoRA) is merged in first where possible.
+    """
+    quantize = train.method == "qlora"
+    model = load_model(path, cfg.model, quantize_4bit=quantize, adapter=adapter, trainable=False)
+    if quantize:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=train.gradient_checkpointing)
+    model.train()
+    return model, load_tokenizer(path, cfg.model)
+
+
+def trainer_kwargs(train: TrainConfig, cfg: StudyConfig, output_dir: Path) -> dict[str, Any]:
+    """Arguments shared by ``trl.SFTConfig`` and ``trl.DPOConfig`` (names as in TRL 1.16)."""
+    device = device_for(cfg.model)
+    return {
+        "output_dir": str(output_dir), "num_train_epochs": train.epochs,
+        "per_device_train_batch_size": train.batch_size, "gradient_accumulation_steps": train.gradient_accumulation,
+        "learning_rate": train.learning_rate, "lr_scheduler_type": "cosine", "warmup_ratio": train.warmup_ratio,
+        "weight_decay": train.weight_decay, "logging_steps": train.logging_steps, "logging_first_step": True,
+        "save_strategy": "steps", "save_steps": train.save_steps, "save_total_limit": train.save_total_limit,
+        "report_to": [] if train.report_to == "none" else [train.report_to], "seed": cfg.seed, "data_seed": cfg.seed,
+        "bf16": cfg.model.dtype == "bfloat16", "fp16": cfg.model.dtype == "float16",
+        "use_cpu": device == "cpu", "gradient_checkpointing": train.gradient_checkpointing,
+        "optim": "adamw_torch", "dataloader_num_workers": 0, "max_length": train.max_length,
+        "push_to_hub": False,
+    }
+
+
+def log_history(trainer) -> list[dict[str, Any]]:
+    """The trainer's logged metrics, one dict per logging step."""
+    return [dict(entry) for entry in trainer.state.log_history]
+
+
+def save_trained(model, tokenizer, out: Path, *, merge: bool) -> str:
+    """Save the trained model into ``out``: full weights, a merged adapter, or the adapter alone.
+
+    Returns what was saved: ``"full"``, ``"merged"`` or ``"adapter"``.
+    """
+    from alignkit.runs import fresh_dir
+
+    kind = "full"
+    if hasattr(model, "peft_config"):
+        if merge:
+            model = model.merge_and_unload()
+            kind = "merged"
+        else:
+            kind = "adapter"
+    with fresh_dir(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    return kind
