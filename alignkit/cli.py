@@ -90,6 +90,36 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return validate_command(args.file, args.kind)
 
 
+def cmd_inspect_masks(args: argparse.Namespace) -> int:
+    from alignkit import files, masks
+    from alignkit.config import ModelConfig
+    from alignkit.modeling import load_tokenizer
+
+    tokenizer = load_tokenizer(args.model, ModelConfig(base=str(args.model), trust_remote_code=args.trust_remote_code))
+    rows = files.read_jsonl(args.data)
+    results = masks.check_dataset(tokenizer, rows)
+    for (row_id, check) in results[: args.n]:
+        print(f"--- {row_id}: {'ok' if check.ok else 'FAIL: ' + check.problem}")
+        print(check.marked(tokenizer))
+    failures = [(row_id, check) for row_id, check in results if not check.ok]
+    for row_id, check in failures:
+        print(f"{args.data}: {row_id}: {check.problem}", file=sys.stderr)
+    print(f"{len(results) - len(failures)} of {len(results)} examples train exactly completion + EOS "
+          f"(trained tokens shown in [[ ]])")
+    return 1 if failures else 0
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    """Run stages directly in this process (no notebooks): for scripts, torchrun and debugging."""
+    from alignkit import runs, stages
+
+    run = runs.open_run(args.preset, args.config_file, args.overrides, args.run_id)
+    for stage in runs.stage_range(args.stages):
+        manifest = stages.run_stage(run, stage, force=args.force)
+        print(f"{stage}: {manifest['status']} ({manifest.get('seconds')} s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alignkit", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -124,6 +154,20 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("file", type=Path)
     validate.add_argument("--kind", required=True, choices=["eval-items", "sft", "negatives", "pairs", "responses"])
     validate.set_defaults(func=cmd_validate)
+
+    inspect = sub.add_parser("inspect-masks", help="show which tokens SFT trains on; non-zero exit on a wrong mask")
+    inspect.add_argument("--model", required=True, help="model folder or Hub id (its tokenizer is used)")
+    inspect.add_argument("--data", required=True, type=Path, help="JSONL with prompt and completion fields")
+    inspect.add_argument("-n", type=int, default=3, help="examples to print (all are checked)")
+    inspect.add_argument("--trust-remote-code", action="store_true")
+    inspect.set_defaults(func=cmd_inspect_masks)
+
+    stage = sub.add_parser("stage", help="run stages in this process without notebooks (scripts, torchrun)")
+    _add_config_args(stage)
+    stage.add_argument("--stages", default="all")
+    stage.add_argument("--run-id")
+    stage.add_argument("--force", action="store_true")
+    stage.set_defaults(func=cmd_stage)
     return parser
 
 

@@ -81,3 +81,19 @@ def loss_figure(histories: dict[str, list[dict[str, Any]]], keys: tuple[str, ...
 def load_history(run: Run, stage: str, name: str = "log_history") -> list[dict[str, Any]]:
     """A stage's saved trainer log history."""
     return files.read_json(run.output(stage, name))
+
+
+def margin_figure(pairs_path):
+    """Stage 04: distribution of the reference model's margin per negative type."""
+    import matplotlib.pyplot as plt
+
+    rows = files.read_jsonl(pairs_path)
+    types = sorted({r["negative_type"] for r in rows})
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.boxplot([[r["margin"] for r in rows if r["negative_type"] == t] for t in types], showfliers=False)
+    ax.set_xticks(range(1, len(types) + 1), types)
+    ax.axhline(0, color="grey", lw=0.8, ls="--")
+    ax.set_ylabel("log p(chosen) - log p(rejected)")
+    ax.set_title("Reference (SFT) margin per negative type")
+    fig.tight_layout()
+    return fig

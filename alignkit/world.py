@@ -5,7 +5,7 @@ Seven task families (:data:`FAMILY_NAMES`) each own an entity table, a few instr
 ``"arithmetic:add:5:7"``); every phrasing of a key is the same task, so the train/held-out split is made on
 keys and then double-checked on the text with :func:`near_duplicate`.
 
-The world is deliberately small and regular (a few hundred distinct words, answers of one to a dozen
+The world is deliberately small and regular (under a thousand distinct words, answers of one to a dozen
 words) so that a tiny Llama model pretrained on :func:`corpus` answers many instructions under a few-shot
 ``Q: ... / A: ...`` prompt, the way a real base model does. The corpus never contains the
 ``Instruction:/Response:/END`` template: like a real base model, the tiny one has to learn it from SFT.
@@ -116,11 +116,12 @@ _STOPWORDS: frozenset[str] = frozenset(
     write name tell give list say state describe provide answer question one city word words sentence
     sentences letter letters spell spelled spelling about something some any all only using use used
     no not without kind kinds type types country called short simple brief briefly following number
-    numbers calculate compute work convert change find show put make different many much
+    numbers calculate compute work convert change find show put make different many much explain like people
     """.split()
 )
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def normalise(text: str) -> str:
     """Lowercase, drop apostrophes, turn every other non-alphanumeric run into one space, and strip.
 
@@ -161,8 +162,16 @@ def content_tokens(text: str) -> frozenset[str]:
     return frozenset(tokens)
 
 
-def _numbers_in(tokens: Iterable[str]) -> frozenset[str]:
-    return frozenset(token for token in tokens if token.isdigit())
+#: Canonical operation words: what a task asks to *do* with its entities. Like numbers, they must agree
+#: between near-duplicates ("List four birds." is not "Write exactly four words about birds.").
+_OPERATION_TOKENS: frozenset[str] = frozenset(_SYNONYMS.values()) | frozenset(
+    token for target in _PHRASE_MAP.values() for token in target.split() if token not in _STOPWORDS
+) | {"exactly", "why"}
+
+
+def _signature(tokens: frozenset[str]) -> frozenset[str]:
+    """The numbers and operation words of a content-token set: these must match exactly."""
+    return frozenset(token for token in tokens if token.isdigit() or token in _OPERATION_TOKENS)
 
 
 def near_duplicate(a: str, b: str) -> bool:
@@ -173,7 +182,9 @@ def near_duplicate(a: str, b: str) -> bool:
     1. equal after :func:`normalise` -> duplicate;
     2. otherwise compare :func:`content_tokens` (instruction verbs and function words removed, synonyms and
        number words canonicalised). If either set is empty -> not a duplicate (nothing to compare);
-    3. the numbers must agree exactly ("7 plus 5" vs "7 plus 6" is a different task however similar);
+    3. the numbers and the operation words (canonical tokens such as ``plus``, ``minus``, ``larger``,
+       ``reverse``, ``exactly``, ``include``, ``lowercase``) must agree exactly: "7 plus 5" vs "7 plus 6" or
+       "List four birds." vs "Write exactly four words about birds." are different tasks however similar;
     4. Jaccard similarity |A & B| / |A | B| must be at least :data:`NEAR_DUPLICATE_THRESHOLD` (0.6).
 
     >>> near_duplicate("What is the capital of France?", "Name the capital city of France.")
@@ -185,12 +196,12 @@ def near_duplicate(a: str, b: str) -> bool:
     >>> near_duplicate("What is 7 plus 5?", "What is 7 plus 6?")
     False
     """
-    if normalise(a) == normalise(b):
-        return True
-    tokens_a, tokens_b = content_tokens(a), content_tokens(b)
-    if not tokens_a or not tokens_b:
-        return False
-    if _numbers_in(tokens_a) != _numbers_in(tokens_b):
+    return normalise(a) == normalise(b) or _similar_content(content_tokens(a), content_tokens(b))
+
+
+def _similar_content(tokens_a: frozenset[str], tokens_b: frozenset[str]) -> bool:
+    """Rules 2-4 of :func:`near_duplicate` on precomputed content tokens."""
+    if not tokens_a or not tokens_b or _signature(tokens_a) != _signature(tokens_b):
         return False
     return len(tokens_a & tokens_b) / len(tokens_a | tokens_b) >= NEAR_DUPLICATE_THRESHOLD
 
@@ -199,21 +210,26 @@ class _OverlapIndex:
     """Instructions indexed by normalised text and by content token, to find overlaps without an all-pairs scan."""
 
     def __init__(self, texts: Sequence[str]) -> None:
-        self.texts = list(texts)
+        self.tokens = [content_tokens(text) for text in texts]
         self.by_normalised: dict[str, list[int]] = defaultdict(list)
-        self.by_token: dict[str, list[int]] = defaultdict(list)
-        for index, text in enumerate(self.texts):
+        # Near-duplicates share their signature (numbers and operation words) and at least one content token,
+        # so candidates are looked up by (signature, token).
+        self.by_token: dict[tuple[frozenset[str], str], list[int]] = defaultdict(list)
+        for index, (text, tokens) in enumerate(zip(texts, self.tokens)):
             self.by_normalised[normalise(text)].append(index)
-            for token in content_tokens(text):
-                self.by_token[token].append(index)
+            signature = _signature(tokens)
+            for token in tokens:
+                self.by_token[signature, token].append(index)
 
     def matches(self, text: str) -> list[tuple[int, str]]:
         """``(index, "exact" | "near")`` for every indexed text overlapping ``text``, sorted by index."""
         exact = set(self.by_normalised.get(normalise(text), ()))
+        tokens = content_tokens(text)
+        signature = _signature(tokens)
         candidates: set[int] = set()
-        for token in content_tokens(text):
-            candidates.update(self.by_token.get(token, ()))
-        near = {index for index in candidates - exact if near_duplicate(self.texts[index], text)}
+        for token in tokens:
+            candidates.update(self.by_token.get((signature, token), ()))
+        near = {index for index in candidates - exact if _similar_content(self.tokens[index], tokens)}
         return sorted([(index, "exact") for index in exact] + [(index, "near") for index in near])
 
 
@@ -476,7 +492,9 @@ _ARITH_RANGES = {"add": (0, 12), "sub": (0, 12), "mul": (1, 10)}
 _ARITH_WORD = {"add": "plus", "sub": "minus", "mul": "times"}
 _ARITH_TEMPLATES = {
     "add": ("What is {a} plus {b}?", "Add {a} and {b}.", "What is the sum of {a} and {b}?", "Calculate {a} plus {b}."),
-    "sub": ("What is {a} minus {b}?", "Subtract {b} from {a}.", "What is {a} take away {b}?", "Calculate {a} minus {b}."),
+    "sub": (
+        "What is {a} minus {b}?", "Subtract {b} from {a}.", "What is {a} take away {b}?", "Calculate {a} minus {b}.",
+    ),
     "mul": (
         "What is {a} times {b}?", "Multiply {a} by {b}.", "What is the product of {a} and {b}?",
         "What is {a} multiplied by {b}?",
@@ -566,23 +584,28 @@ _CAPITALS: tuple[tuple[str, str], ...] = (
     ("Iran", "Tehran"), ("Iraq", "Baghdad"), ("Syria", "Damascus"), ("Lebanon", "Beirut"), ("Jordan", "Amman"),
     ("Afghanistan", "Kabul"), ("Pakistan", "Islamabad"), ("Bangladesh", "Dhaka"), ("Nepal", "Kathmandu"),
     ("Romania", "Bucharest"), ("Bulgaria", "Sofia"), ("Serbia", "Belgrade"), ("Croatia", "Zagreb"),
-    ("Czechia", "Prague"), ("Slovakia", "Bratislava"), ("Iceland", "Reykjavik"), ("Estonia", "Tallinn"),
-    ("Latvia", "Riga"), ("Lithuania", "Vilnius"), ("Belarus", "Minsk"), ("Tunisia", "Tunis"),
-    ("Algeria", "Algiers"), ("Libya", "Tripoli"), ("Sudan", "Khartoum"), ("Uganda", "Kampala"),
-    ("Zambia", "Lusaka"), ("Zimbabwe", "Harare"), ("Senegal", "Dakar"), ("Qatar", "Doha"), ("Ecuador", "Quito"),
-    ("Uruguay", "Montevideo"), ("Jamaica", "Kingston"), ("Georgia", "Tbilisi"), ("Armenia", "Yerevan"),
-    ("Albania", "Tirana"), ("Rwanda", "Kigali"), ("England", "London"), ("Scotland", "Edinburgh"),
+    ("Czechia", "Prague"), ("Iceland", "Reykjavik"), ("Tunisia", "Tunis"), ("Algeria", "Algiers"),
+    ("Libya", "Tripoli"), ("Senegal", "Dakar"), ("Qatar", "Doha"), ("Ecuador", "Quito"), ("Uruguay", "Montevideo"),
+    ("Jamaica", "Kingston"), ("Georgia", "Tbilisi"), ("England", "London"), ("Scotland", "Edinburgh"),
     ("Wales", "Cardiff"),
 )
 _CAPITAL_OF = {country.lower(): capital for country, capital in _CAPITALS}
 _COUNTRY_NAME = {country.lower(): country for country, _ in _CAPITALS}
-_CAPITAL_TOKENS = frozenset(capital.lower() for _, capital in _CAPITALS)
-_PLACE_TOKENS = _CAPITAL_TOKENS | frozenset(_CAPITAL_OF)
+_COUNTRY_OF_CAPITAL = {capital.lower(): country for country, capital in _CAPITALS}
+_CAPITAL_TOKENS = frozenset(_COUNTRY_OF_CAPITAL)
+_COUNTRY_TOKENS = frozenset(_CAPITAL_OF)
+_PLACE_TOKENS = _CAPITAL_TOKENS | _COUNTRY_TOKENS
 _CAPITAL_TEMPLATES = (
     "What is the capital of {c}?",
     "Name the capital city of {c}.",
     "Which city is the capital of {c}?",
     "Tell me the capital of {c}.",
+)
+_COUNTRY_TEMPLATES = (
+    "Which country has {cap} as its capital?",
+    "{cap} is the capital of which country?",
+    "Name the country with the capital {cap}.",
+    "Of which country is {cap} the capital?",
 )
 _CAPITAL_FACTS = (
     "{cap} is the capital of {c}.",
@@ -590,8 +613,8 @@ _CAPITAL_FACTS = (
     "The capital city of {c} is {cap}.",
     "{cap} is the biggest city in {c} that runs the country.",
 )
-# Capitalised words that open a non-answer ("Sorry.", "No.") and so are not proper nouns.
-_NON_NAMES = frozenset("yes no sorry maybe unknown none nothing ok okay hello hi thanks".split())
+# Capitalised words that are not proper nouns: function words and openers of non-answers ("Sorry.", "No.").
+_NON_NAMES = _STOPWORDS | frozenset("yes no sorry maybe unknown none nothing ok okay hello hi thanks".split())
 
 
 def _has_proper_noun(text: str) -> bool:
@@ -607,7 +630,7 @@ def _has_proper_noun(text: str) -> bool:
         if word in ".!?":
             at_start = True
             continue
-        name_like = word[0].isupper() and word != "I" and word.lower() not in _STOPWORDS | _NON_NAMES
+        name_like = word[0].isupper() and word != "I" and word.lower() not in _NON_NAMES
         if name_like and (not at_start or short_answer):
             return True
         at_start = False
@@ -615,24 +638,39 @@ def _has_proper_noun(text: str) -> bool:
 
 
 class CapitalsFamily(Family):
-    """Capitals of one-word countries. Correct when the right capital appears and no other capital does."""
+    """Capitals of one-word countries, asked both ways: "What is the capital of France?" (key
+    ``capitals:france``, answer Paris) and "Paris is the capital of which country?" (key
+    ``capitals:country_of:paris``, answer France). Correct when the right name appears and no other name of
+    the same kind (capital, or country) does."""
 
     name = "capitals"
     length_bounds = (1, 12)
 
     def _all_keys(self) -> Iterable[str]:
-        return (f"capitals:{country}" for country in _CAPITAL_OF)
+        for country, capital in _CAPITAL_OF.items():
+            yield f"capitals:{country}"
+            yield f"capitals:country_of:{capital.lower()}"
 
     def make_item(self, key: str, rng: random.Random, item_id: str) -> Item:
-        (country,) = self._fields(key)
-        capital = _CAPITAL_OF[country]
-        instruction = rng.choice(_CAPITAL_TEMPLATES).format(c=_COUNTRY_NAME[country])
-        return self._item(item_id, instruction, capital, {"key": key, "country": _COUNTRY_NAME[country], "capital": capital})
+        fields = self._fields(key)
+        if len(fields) == 1:
+            country = _COUNTRY_NAME[fields[0]]
+            capital, asked = _CAPITAL_OF[fields[0]], "capital"
+            instruction = rng.choice(_CAPITAL_TEMPLATES).format(c=country)
+        else:
+            country = _COUNTRY_OF_CAPITAL[fields[1]]
+            capital, asked = _CAPITAL_OF[country.lower()], "country"
+            instruction = rng.choice(_COUNTRY_TEMPLATES).format(cap=capital)
+        reference = capital if asked == "capital" else country
+        params = {"key": key, "asked": asked, "country": country, "capital": capital}
+        return self._item(item_id, instruction, reference, params)
 
     def verify(self, params: Mapping[str, Any], response: str) -> bool:
-        right = _param(params, "capital", self.name).lower()
+        asked = params.get("asked", "capital")
+        right = _param(params, asked, self.name).lower()
+        names = _CAPITAL_TOKENS if asked == "capital" else _COUNTRY_TOKENS
         tokens = set(_tokens(response))
-        return right in tokens and not (tokens & (_CAPITAL_TOKENS - {right}))
+        return right in tokens and not (tokens & (names - {right}))
 
     def addresses(self, params: Mapping[str, Any], response: str) -> bool:
         return bool(set(_tokens(response)) & _PLACE_TOKENS) or _has_proper_noun(response)
@@ -641,13 +679,17 @@ class CapitalsFamily(Family):
         return {_param(params, "country", self.name).lower(), _param(params, "capital", self.name).lower()}
 
     def wrong_answer(self, params: Mapping[str, Any], rng: random.Random) -> str:
-        right = _param(params, "capital", self.name)
-        wrong = rng.choice([capital for _, capital in _CAPITALS if capital != right])
-        return rng.choice([wrong, f"The capital of {params['country']} is {wrong}.", f"It is {wrong}."])
+        country, capital = _param(params, "country", self.name), _param(params, "capital", self.name)
+        if params.get("asked", "capital") == "country":
+            wrong = rng.choice([c for c, _ in _CAPITALS if c != country])
+            return rng.choice([wrong, f"{capital} is the capital of {wrong}.", f"It is {wrong}."])
+        wrong = rng.choice([cap for _, cap in _CAPITALS if cap != capital])
+        return rng.choice([wrong, f"The capital of {country} is {wrong}.", f"It is {wrong}."])
 
     def facts(self, key: str, rng: random.Random) -> list[str]:
-        (country,) = self._fields(key)
-        return [rng.choice(_CAPITAL_FACTS).format(c=_COUNTRY_NAME[country], cap=_CAPITAL_OF[country])]
+        fields = self._fields(key)
+        country = _COUNTRY_NAME[fields[0]] if len(fields) == 1 else _COUNTRY_OF_CAPITAL[fields[1]]
+        return [rng.choice(_CAPITAL_FACTS).format(c=country, cap=_CAPITAL_OF[country.lower()])]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -707,20 +749,21 @@ def _transform(op: str, word: str) -> str:
 
 
 def _letters_named(text: str) -> set[str]:
-    """Single letters a response names, ignoring the article "a" before a word and the pronoun "I".
+    """Single letters a response names, ignoring the pronoun "I" and "a" used as an article (followed by
+    another word that is not "is"/"was", as in "it is a t").
 
-    >>> sorted(_letters_named("The first letter of apple is a.")), sorted(_letters_named("It is a b"))
-    (['a'], ['a', 'b'])
-    >>> sorted(_letters_named("I think it is a t."))
-    ['t']
+    >>> sorted(_letters_named("The first letter of apple is a.")), sorted(_letters_named("A is first."))
+    (['a'], ['a'])
+    >>> sorted(_letters_named("I think it is a t.")), sorted(_letters_named("b or c"))
+    (['t'], ['b', 'c'])
     """
     raw = re.findall(r"[A-Za-z]+", text)
     letters = set()
     for index, token in enumerate(raw):
         if len(token) != 1 or token == "I":
             continue
-        following = raw[index + 1] if index + 1 < len(raw) else ""
-        if token.lower() == "a" and len(following) >= 2:
+        following = raw[index + 1].lower() if index + 1 < len(raw) else ""
+        if token.lower() == "a" and following and following not in ("is", "was"):
             continue
         letters.add(token.lower())
     return letters
@@ -833,7 +876,7 @@ _CATEGORIES: dict[str, tuple[str, ...]] = {
     "vehicles": ("car", "bus", "train", "truck", "bicycle", "boat", "ship", "plane", "van", "tractor", "taxi"),
     "drinks": ("water", "milk", "tea", "coffee", "juice", "soda", "lemonade", "cocoa"),
     "clothes": ("shirt", "dress", "coat", "hat", "sock", "shoe", "skirt", "jacket", "scarf", "glove", "sweater"),
-    "furniture": ("chair", "table", "bed", "sofa", "desk", "shelf", "stool", "bench", "cabinet", "wardrobe"),
+    "pieces of furniture": ("chair", "table", "bed", "sofa", "desk", "shelf", "stool", "bench", "cabinet", "wardrobe"),
     "musical instruments": ("piano", "guitar", "violin", "drum", "flute", "trumpet", "harp", "cello"),
     "sports": ("soccer", "tennis", "golf", "hockey", "baseball", "basketball", "swimming", "boxing", "rugby",
                "volleyball"),
@@ -842,6 +885,9 @@ _CATEGORIES: dict[str, tuple[str, ...]] = {
                "november", "december"),
     "flowers": ("rose", "tulip", "daisy", "lily", "sunflower", "orchid", "daffodil", "violet"),
     "trees": ("oak", "pine", "maple", "birch", "willow", "elm", "cedar", "palm"),
+    "jobs": ("teacher", "farmer", "baker", "driver", "cook", "artist", "doctor", "nurse", "pilot"),
+    "desserts": ("cake", "pie", "candy", "chocolate", "cookie", "pudding", "muffin", "tart"),
+    "metals": ("gold", "silver", "iron", "copper", "tin", "lead", "zinc", "nickel"),
 }
 _LIST_COUNTS = (2, 3, 4, 5)
 _LIST_TEMPLATES = ("List {n} {c}.", "Name {n} {c}.", "Give me {n} {c}.", "Write a list of {n} {c}.")
@@ -924,7 +970,9 @@ class ListCategoryFamily(Family):
         if rng.random() < 0.5:
             wrong_n = n + 1 if n < len(members) and (n == 2 or rng.random() < 0.5) else n - 1
             return ", ".join(rng.sample(members, wrong_n))
-        outsiders = sorted({m for c, ms in _CATEGORIES.items() for m in ms if m not in forms and _plural(m) not in forms})
+        outsiders = sorted(
+            {m for members_ in _CATEGORIES.values() for m in members_ if m not in forms and _plural(m) not in forms}
+        )
         items = rng.sample(members, n - 1) + [rng.choice(outsiders)]
         rng.shuffle(items)
         return ", ".join(items)
@@ -1079,71 +1127,163 @@ def _topic(name: str, subject: str, plural: bool, adjectives: str, verbs: str, w
 
 
 _TOPIC_LIST: tuple[Topic, ...] = (
-    _topic("moon", "the moon", False, "bright round pale", "shine at night|rise over the hills|light the dark sky", "night sky stars"),
-    _topic("sun", "the sun", False, "hot bright yellow", "rise in the morning|warm the land|set in the evening", "sky light day sunshine"),
-    _topic("sea", "the sea", False, "blue deep wide", "crash on the rocks|move with the wind|shine in the sun", "water waves beach ocean"),
-    _topic("rain", "rain", False, "cold soft gray", "fall on the roof|fill the river|help the plants grow", "water clouds umbrella storm"),
-    _topic("snow", "snow", False, "white cold soft", "fall in winter|cover the ground|melt in the sun", "winter ice snowman"),
+    _topic("moon", "the moon", False, "bright round pale",
+           "shine at night|rise over the hills|light the dark sky", "night sky stars"),
+    _topic("sun", "the sun", False, "hot bright yellow",
+           "rise in the morning|warm the land|set in the evening", "sky light day sunshine"),
+    _topic("sea", "the sea", False, "blue deep wide",
+           "crash on the rocks|move with the wind|shine in the sun", "water waves beach ocean"),
+    _topic("rain", "rain", False, "cold soft gray",
+           "fall on the roof|fill the river|help the plants grow", "water clouds umbrella storm"),
+    _topic("snow", "snow", False, "white cold soft",
+           "fall in winter|cover the ground|melt in the sun", "winter ice snowman"),
     _topic("cats", "cats", True, "soft quiet clever", "sleep in the sun|chase mice|drink milk", "cat kitten fur mice"),
-    _topic("dogs", "dogs", True, "loyal friendly happy", "run in the park|wag their tails|play with a ball", "dog puppy tail bark"),
-    _topic("birds", "birds", True, "small free bright", "sing in the morning|fly over the trees|build nests", "bird nest wings feathers"),
-    _topic("trees", "trees", True, "tall green old", "grow in the forest|give us shade|lose their leaves in autumn", "tree leaves forest branches"),
-    _topic("flowers", "flowers", True, "pretty colorful sweet", "grow in the garden|open in the spring|smell sweet", "flower garden petals bees"),
-    _topic("forest", "the forest", False, "dark quiet green", "hide many animals|grow thick with trees|fill with bird songs", "trees wood path"),
-    _topic("mountains", "mountains", True, "tall cold rocky", "rise above the clouds|have snow on top|stand for many years", "mountain rocks hills peak"),
-    _topic("rivers", "rivers", True, "long fast cool", "flow to the sea|carry water|run through the valley", "river water bridge valley"),
-    _topic("beach", "the beach", False, "sunny warm sandy", "have soft sand|meet the sea|fill with people in summer", "sand sea waves shells"),
-    _topic("winter", "winter", False, "cold dark long", "bring snow|make the days short|keep us inside", "snow ice coat"),
-    _topic("summer", "summer", False, "hot sunny long", "bring warm days|make the fruit ripe|give us long evenings", "sun holiday beach"),
-    _topic("spring", "spring", False, "fresh green mild", "bring new flowers|wake the trees|fill the fields with grass", "flowers grass birds"),
-    _topic("autumn", "autumn", False, "cool golden windy", "turn the leaves red|bring the harvest|come after summer", "leaves harvest"),
-    _topic("wind", "the wind", False, "strong cool wild", "blow through the trees|move the clouds|push the boats", "air storm breeze"),
-    _topic("clouds", "clouds", True, "white soft gray", "float across the sky|bring rain|hide the sun", "cloud sky rain"),
-    _topic("stars", "stars", True, "bright small far", "shine at night|fill the dark sky|guide sailors", "star night sky space"),
-    _topic("night", "the night", False, "dark quiet cool", "come after the evening|bring sleep|hide the hills", "moon stars sleep"),
-    _topic("morning", "the morning", False, "fresh bright calm", "start the day|wake the birds|bring the light", "breakfast sunrise day"),
-    _topic("bread", "bread", False, "warm soft fresh", "come from the oven|taste good with butter|feed many people", "oven butter baker flour"),
-    _topic("coffee", "coffee", False, "hot dark strong", "wake people up|smell good in the morning|come from beans", "cup beans"),
+    _topic("dogs", "dogs", True, "loyal friendly happy",
+           "run in the park|wag their tails|play with a ball", "dog puppy tail bark"),
+    _topic("birds", "birds", True, "small free bright",
+           "sing in the morning|fly over the trees|build nests", "bird nest wings feathers"),
+    _topic("trees", "trees", True, "tall green old",
+           "grow in the forest|give us shade|lose their leaves in autumn", "tree leaves forest branches"),
+    _topic("flowers", "flowers", True, "pretty colorful sweet",
+           "grow in the garden|open in the spring|smell sweet", "flower garden petals bees"),
+    _topic("forest", "the forest", False, "dark quiet green",
+           "hide many animals|grow thick with trees|fill with bird songs", "trees wood path"),
+    _topic("mountains", "mountains", True, "tall cold rocky",
+           "rise above the clouds|have snow on top|stand for many years", "mountain rocks hills peak"),
+    _topic("rivers", "rivers", True, "long fast cool",
+           "flow to the sea|carry water|run through the valley", "river water bridge valley"),
+    _topic("beach", "the beach", False, "sunny warm sandy",
+           "have soft sand|meet the sea|fill with people in summer", "sand sea waves shells"),
+    _topic("winter", "winter", False, "cold dark long",
+           "bring snow|make the days short|keep us inside", "snow ice coat"),
+    _topic("summer", "summer", False, "hot sunny long",
+           "bring warm days|make the fruit ripe|give us long evenings", "sun holiday beach"),
+    _topic("spring", "spring", False, "fresh green warm",
+           "bring new flowers|wake the trees|fill the fields with grass", "flowers grass birds"),
+    _topic("autumn", "autumn", False, "cool golden windy",
+           "turn the leaves red|bring the harvest|come after summer", "leaves harvest"),
+    _topic("wind", "the wind", False, "strong cool wild",
+           "blow through the trees|move the clouds|push the boats", "air storm breeze"),
+    _topic("clouds", "clouds", True, "white soft gray",
+           "float across the sky|bring rain|hide the sun", "cloud sky rain"),
+    _topic("stars", "stars", True, "bright small far",
+           "shine at night|fill the dark sky|shine over the sea", "star night sky space"),
+    _topic("night", "the night", False, "dark quiet cool",
+           "come after the evening|bring sleep|hide the hills", "moon stars sleep"),
+    _topic("morning", "the morning", False, "fresh bright calm",
+           "start the day|wake the birds|bring the light", "breakfast sunrise day"),
+    _topic("bread", "bread", False, "warm soft fresh",
+           "come from the oven|taste good with butter|feed many people", "oven butter baker flour"),
+    _topic("coffee", "coffee", False, "hot dark strong",
+           "wake people up|smell good in the morning|come from beans", "cup beans"),
     _topic("tea", "tea", False, "hot calm sweet", "warm the hands|come from leaves|taste good with milk", "cup kettle"),
-    _topic("music", "music", False, "loud sweet happy", "fill the room|make people dance|help us relax", "song songs piano guitar"),
-    _topic("books", "books", True, "old thick useful", "tell stories|teach us many things|sit on the shelf", "book stories pages reading library"),
-    _topic("city", "the city", False, "busy loud big", "stay awake all night|have tall buildings|fill with cars", "streets buildings traffic"),
-    _topic("farm", "the farm", False, "quiet green busy", "grow food|keep cows and pigs|wake early", "farmer cows fields barn"),
-    _topic("horses", "horses", True, "strong fast gentle", "run across the field|eat hay|pull carts", "horse hay rider saddle"),
-    _topic("fish", "fish", True, "quick shiny small", "swim in the river|live in the water|hide under rocks", "water fins pond"),
-    _topic("garden", "the garden", False, "green quiet pretty", "grow flowers|need water|attract bees", "flowers plants soil"),
-    _topic("school", "school", False, "busy big fun", "teach children|start in the morning|have many classes", "teacher students lessons classroom"),
-    _topic("friends", "friends", True, "kind funny loyal", "help each other|share stories|laugh together", "friend friendship"),
-    _topic("family", "family", False, "warm close big", "share meals|care for each other|meet on holidays", "parents children home"),
-    _topic("kitchen", "the kitchen", False, "warm busy clean", "smell of fresh bread|hold many pots|feed the family", "cook pots food stove"),
-    _topic("trains", "trains", True, "long fast loud", "run on tracks|carry people|stop at stations", "train tracks station rails"),
-    _topic("cars", "cars", True, "fast shiny loud", "drive on roads|need fuel|carry families", "car road wheels driver"),
-    _topic("boats", "boats", True, "small slow white", "sail on the water|carry fishermen|rest in the harbor", "boat sail harbor"),
-    _topic("sky", "the sky", False, "blue wide clear", "change color at sunset|hold the clouds|turn dark at night", "clouds blue"),
-    _topic("fire", "fire", False, "hot bright dangerous", "keep us warm|burn wood|give light", "flames smoke heat"),
+    _topic("music", "music", False, "loud sweet happy",
+           "fill the room|make people dance|help us relax", "song songs piano guitar"),
+    _topic("books", "books", True, "old thick useful",
+           "tell stories|teach us many things|sit on the shelf", "book stories pages reading library"),
+    _topic("town", "the town", False, "busy loud big",
+           "stay awake all night|have tall buildings|fill with cars", "streets buildings traffic"),
+    _topic("farm", "the farm", False, "quiet green busy",
+           "grow food|keep cows and pigs|wake early", "farmer cows fields barn"),
+    _topic("horses", "horses", True, "strong fast gentle",
+           "run across the field|eat hay|pull carts", "horse hay rider saddle"),
+    _topic("fish", "fish", True, "quick shiny small",
+           "swim in the river|live in the water|hide under rocks", "water fins pond"),
+    _topic("garden", "the garden", False, "green quiet pretty",
+           "grow flowers|need water|need sun and rain", "flowers plants soil"),
+    _topic("school", "school", False, "busy big fun",
+           "teach children|start in the morning|have many classes", "teacher students lessons classroom"),
+    _topic("friends", "friends", True, "kind funny loyal",
+           "help each other|share stories|laugh together", "friend friendship"),
+    _topic("family", "family", False, "warm close big",
+           "share meals|care for each other|meet on holidays", "parents children home"),
+    _topic("kitchen", "the kitchen", False, "warm busy clean",
+           "smell of fresh bread|hold many pots|feed the family", "cook pots food stove"),
+    _topic("trains", "trains", True, "long fast loud",
+           "run on tracks|carry people|stop at stations", "train tracks station rails"),
+    _topic("cars", "cars", True, "fast shiny loud",
+           "drive on roads|need fuel|carry families", "car road wheels driver"),
+    _topic("boats", "boats", True, "small slow white",
+           "sail on the water|carry people|rest in the harbor", "boat sail harbor"),
+    _topic("sky", "the sky", False, "blue wide clear",
+           "change color at sunset|hold the clouds|turn dark at night", "clouds blue"),
+    _topic("fire", "fire", False, "hot bright red", "keep us warm|burn wood|give light", "flames smoke heat"),
     _topic("ice", "ice", False, "cold hard clear", "melt in the sun|cover the lake|keep drinks cold", "frozen lake"),
     _topic("bees", "bees", True, "busy small useful", "make honey|visit flowers|live in hives", "bee honey hive"),
-    _topic("apples", "apples", True, "red sweet crisp", "grow on trees|make good pies|fall in autumn", "apple fruit pie orchard"),
-    _topic("cake", "cake", False, "sweet soft rich", "make people happy|sit on the table|need sugar and eggs", "sugar birthday candles party"),
-    _topic("soup", "soup", False, "hot thick tasty", "warm the body|cook in a big pot|taste good in winter", "bowl spoon pot"),
-    _topic("park", "the park", False, "green quiet big", "have tall trees|welcome children|open every day", "grass bench playground"),
-    _topic("games", "games", True, "fun exciting long", "bring friends together|teach us rules|make us laugh", "game players rules"),
-    _topic("dancing", "dancing", False, "fun graceful lively", "make people happy|need good music|keep the body strong", "dance dancers steps"),
-    _topic("painting", "painting", False, "calm colorful creative", "need brushes and paint|show our ideas|take patience", "paint brush artist picture"),
-    _topic("desert", "the desert", False, "hot dry wide", "have little water|hide small animals|glow at sunset", "sand camels dunes"),
-    _topic("islands", "islands", True, "small sunny green", "sit in the sea|have long beaches|welcome many visitors", "island sea palm"),
-    _topic("village", "the village", False, "small quiet old", "have one small shop|sit near the river|know every neighbor", "houses villagers"),
-    _topic("candles", "candles", True, "small warm bright", "light the room|burn slowly|smell nice", "candle flame wax"),
-    _topic("kites", "kites", True, "colorful light high", "fly in the wind|dance in the sky|need a long string", "kite string"),
+    _topic("apples", "apples", True, "red sweet fresh",
+           "grow on trees|make good pies|fall in autumn", "apple fruit pie orchard"),
+    _topic("cake", "cake", False, "sweet soft rich",
+           "make people happy|sit on the table|need sugar and eggs", "sugar birthday candles party"),
+    _topic("soup", "soup", False, "hot thick good",
+           "warm the body|cook in a big pot|taste good in winter", "bowl spoon pot"),
+    _topic("park", "the park", False, "green quiet big",
+           "have tall trees|welcome children|open every day", "grass bench playground"),
+    _topic("games", "games", True, "fun long new",
+           "bring friends together|teach us rules|make us laugh", "game players rules"),
+    _topic("dancing", "dancing", False, "fun happy free",
+           "make people happy|need good music|keep the body strong", "dance dancers steps"),
+    _topic("painting", "painting", False, "calm colorful quiet",
+           "need brushes and paint|use many colors|make people happy", "paint brush artist picture"),
+    _topic("desert", "the desert", False, "hot dry wide",
+           "have little water|hide small animals|glow at sunset", "sand camels dunes"),
+    _topic("islands", "islands", True, "small sunny green",
+           "sit in the sea|have long beaches|welcome many people", "island sea palm"),
+    _topic("village", "the village", False, "small quiet old",
+           "have one small shop|sit near the river|have a small school", "houses villagers"),
+    _topic("candles", "candles", True, "small warm bright",
+           "light the room|burn slowly|smell nice", "candle flame wax"),
+    _topic("kites", "kites", True, "colorful light high",
+           "fly in the wind|dance in the sky|need a long string", "kite string"),
     _topic("frogs", "frogs", True, "green small noisy", "jump into ponds|eat flies|sing at night", "frog pond"),
-    _topic("rabbits", "rabbits", True, "soft fast shy", "eat carrots|dig holes|hop across the grass", "rabbit bunny carrots"),
-    _topic("owls", "owls", True, "wise quiet patient", "hunt at night|sleep during the day|have big eyes", "owl feathers"),
-    _topic("elephants", "elephants", True, "big strong gentle", "have long trunks|live in herds|remember many things", "elephant trunk herd"),
-    _topic("whales", "whales", True, "huge gentle slow", "swim in the ocean|sing long songs|breathe air", "whale ocean"),
-    _topic("lions", "lions", True, "brave strong proud", "hunt in groups|roar loudly|sleep in the shade", "lion mane roar"),
-    _topic("home", "home", False, "warm safe cozy", "keep us safe|hold our memories|welcome our friends", "house rooms"),
-    _topic("chocolate", "chocolate", False, "sweet dark rich", "melt in the mouth|come from cocoa|make a nice gift", "cocoa candy"),
-    _topic("bicycles", "bicycles", True, "light fast quiet", "have two wheels|need no fuel|take us to school", "bicycle bike wheels ride"),
+    _topic("rabbits", "rabbits", True, "soft fast shy",
+           "eat carrots|dig holes|hop across the grass", "rabbit bunny carrots"),
+    _topic("owls", "owls", True, "wise quiet old", "hunt at night|sleep during the day|have big eyes", "owl feathers"),
+    _topic("elephants", "elephants", True, "big strong gentle",
+           "have long trunks|live in herds|walk very far", "elephant trunk herd"),
+    _topic("whales", "whales", True, "huge gentle slow",
+           "swim in the ocean|sing long songs|eat small fish", "whale ocean"),
+    _topic("lions", "lions", True, "brave strong proud",
+           "hunt in groups|roar loudly|sleep in the shade", "lion mane roar"),
+    _topic("home", "home", False, "warm safe quiet", "keep us safe|keep us warm|welcome our friends", "house rooms"),
+    _topic("chocolate", "chocolate", False, "sweet dark rich",
+           "melt in the mouth|come from cocoa|make a nice gift", "cocoa candy"),
+    _topic("bicycles", "bicycles", True, "light fast quiet",
+           "have two wheels|need no fuel|take us to school", "bicycle bike wheels ride"),
+    _topic("cows", "cows", True, "big gentle calm", "eat grass|give milk|live on the farm", "cow milk grass farm"),
+    _topic("ducks", "ducks", True, "noisy small happy", "swim in the pond|eat bread|fly south in autumn", "duck pond"),
+    _topic("pigs", "pigs", True, "pink clever round", "roll in the mud|eat a lot|live on the farm", "pig mud farm"),
+    _topic("sheep", "sheep", True, "soft white gentle",
+           "eat grass|give us wool|walk in the fields", "wool lamb fields"),
+    _topic("monkeys", "monkeys", True, "funny clever fast",
+           "climb trees|eat bananas|play in the trees", "monkey bananas jungle"),
+    _topic("tigers", "tigers", True, "strong fast proud",
+           "hunt at night|have orange fur|live in the jungle", "tiger stripes jungle"),
+    _topic("bears", "bears", True, "big strong brown",
+           "sleep in winter|eat honey|catch fish in rivers", "bear cave honey"),
+    _topic("wolves", "wolves", True, "wild fast strong",
+           "hunt in packs|howl at the moon|live in the forest", "wolf pack howl"),
+    _topic("lake", "the lake", False, "calm cold blue",
+           "shine in the sun|turn to ice in winter|hold many fish", "water fish boats"),
+    _topic("storms", "storms", True, "loud dark wild",
+           "bring heavy rain|wake the town|pass by quickly", "storm thunder rain wind"),
+    _topic("rainbows", "rainbows", True, "colorful bright pretty",
+           "come after rain|fill the sky with color|make people smile", "rainbow colors sky"),
+    _topic("milk", "milk", False, "white cold fresh",
+           "come from cows|make us strong|taste good with cake", "cow glass"),
+    _topic("holidays", "holidays", True, "happy long fun",
+           "bring families together|give us time to rest|come every year", "holiday rest travel"),
+    _topic("parties", "parties", True, "loud happy fun",
+           "have music and cake|bring friends together|last all night", "party music guests"),
+    _topic("shoes", "shoes", True, "new warm black",
+           "keep our feet warm|come in pairs|come in many colors", "shoe feet laces"),
+    _topic("harbor", "the harbor", False, "busy old quiet",
+           "hold many boats|smell of fish|wake before the sun", "boats ships sea"),
+    _topic("butterflies", "butterflies", True, "pretty colorful light",
+           "dance in the air|visit the gardens|fly from flower to flower", "butterfly wings flowers"),
+    _topic("penguins", "penguins", True, "funny small brave",
+           "swim in cold water|live on the ice|walk in a line", "penguin ice snow"),
+    _topic("library", "the library", False, "quiet big old",
+           "hold many books|open every morning|help students learn", "books shelves reading"),
 )
 TOPICS: dict[str, Topic] = {topic.name: topic for topic in _TOPIC_LIST}
 
@@ -1232,8 +1372,11 @@ def topic_sentence(topic: str, rng: random.Random, n_words: int | None = None, i
     """A simple sentence about ``topic`` (a key of :data:`TOPICS`), optionally with exactly ``n_words`` words
     or containing the word ``include``.
 
-    >>> topic_sentence("moon", random.Random(1), n_words=4)
-    'The moon is bright.'
+    >>> sentence = topic_sentence("moon", random.Random(1), n_words=4)
+    >>> sentence.startswith("The moon "), len(sentence.split())
+    (True, 4)
+    >>> topic_sentence("cats", random.Random(1), include="blue")
+    'I drew cats with a blue pencil.'
     """
     if topic not in TOPICS:
         raise ValueError(f"unknown topic {topic!r}; known topics: {sorted(TOPICS)}")
@@ -1274,8 +1417,7 @@ class _TopicFamily(Family):
         return _is_sentence(response)
 
     def facts(self, key: str, rng: random.Random) -> list[str]:
-        topic = key.split(":")[-1]
-        self._fields(key)
+        topic = self._fields(key)[-1]
         return [topic_sentence(topic, rng)]
 
 
@@ -1386,29 +1528,57 @@ class ConstraintFamily(_TopicFamily):
 # 7. open_ended
 # --------------------------------------------------------------------------------------------------------
 
-_OPEN_TEMPLATES = (
-    "Write a sentence about {s}.",
-    "Write one sentence about {s}.",
-    "Tell me something about {s}.",
-    "Describe {s} in one sentence.",
-    "Say something about {s}.",
+_OPEN_TEMPLATES = {
+    "sentence": (
+        "Write a sentence about {s}.",
+        "Write one sentence about {s}.",
+        "Tell me something about {s}.",
+        "Describe {s} in one sentence.",
+        "Say something about {s}.",
+    ),
+    "why": (
+        "Why do people like {s}?",
+        "Explain why people like {s}.",
+        "Tell me why people like {s}.",
+        "Say why people like {s}.",
+    ),
+}
+# Answers to "why do people like X?" for the corpus ({B}: a second adjective, {V}: a predicate).
+_WHY_TEMPLATES = (
+    "People like {s} because {pron} {be} {A}.",
+    "Many people like {s} because {pron} {be} {A} and {B}.",
+    "People like {s} because {pron} {V}.",
 )
 
 
+def _why_sentence(topic: Topic, rng: random.Random) -> str:
+    """A reason to like ``topic``, e.g. "People like the moon because it is bright."."""
+    a, b = rng.sample(topic.adjectives, 2)
+    verb = rng.choice(topic.verbs)
+    return rng.choice(_WHY_TEMPLATES).format(
+        s=topic.subject, pron="they" if topic.plural else "it", be="are" if topic.plural else "is", A=a, B=b,
+        V=verb if topic.plural else _third_person(verb),
+    )
+
+
 class OpenEndedFamily(_TopicFamily):
-    """"Write a sentence about <topic>." No correctness check: :meth:`verify` returns ``None``."""
+    """"Write a sentence about <topic>." (key ``open_ended:moon``) or "Why do people like <topic>?" (key
+    ``open_ended:why:moon``). No correctness check: :meth:`verify` returns ``None``."""
 
     name = "open_ended"
     length_bounds = (3, 40)
 
     def _all_keys(self) -> Iterable[str]:
-        return (f"open_ended:{topic}" for topic in TOPICS)
+        for topic in TOPICS:
+            yield f"open_ended:{topic}"
+            yield f"open_ended:why:{topic}"
 
     def make_item(self, key: str, rng: random.Random, item_id: str) -> Item:
-        (name,) = self._fields(key)
-        topic = TOPICS[name]
-        instruction = _capitalise(rng.choice(_OPEN_TEMPLATES).format(s=topic.subject))
-        return self._item(item_id, instruction, None, {"key": key, "topic": name})
+        fields = self._fields(key)
+        topic = TOPICS[fields[-1]]
+        style = "sentence" if len(fields) == 1 else "why"
+        instruction = _capitalise(rng.choice(_OPEN_TEMPLATES[style]).format(s=topic.subject))
+        return self._item(item_id, instruction, None, {"key": key, "topic": topic.name, "style": style})
 
     def verify(self, params: Mapping[str, Any], response: str) -> None:
         return None
@@ -1456,8 +1626,8 @@ def get_family(name: str) -> Family:
 def _stratify(n: int, families: Sequence[str]) -> dict[str, int]:
     """Per-family counts summing to ``n`` that differ by at most one (earlier families get the extras).
 
-    >>> _stratify(10, ["a", "b", "c"])
-    {'a': 4, 'b': 3, 'c': 3}
+    >>> _stratify(10, ["capitals", "arithmetic", "comparison"])
+    {'capitals': 4, 'arithmetic': 3, 'comparison': 3}
     """
     if n < 0:
         raise ValueError(f"the number of items must be >= 0, got {n}")
@@ -1524,7 +1694,8 @@ def training_items(seed: int, n: int, exclude: Sequence[Item], families: Sequenc
                 f"instructions, leaving {len(chosen)}"
             )
         if skipped_near:
-            logger.info("training_items: skipped %d %s candidates as near-duplicates of excluded items", skipped_near, name)
+            logger.info("training_items: skipped %d %s candidates as near-duplicates of excluded items",
+                        skipped_near, name)
         items.extend(chosen)
     return items
 
@@ -1534,7 +1705,9 @@ def training_items(seed: int, n: int, exclude: Sequence[Item], families: Sequenc
 # --------------------------------------------------------------------------------------------------------
 
 # Question/answer layouts of the corpus. None of them is the study's Instruction:/Response: template.
-_QA_FORMATS: tuple[tuple[str, str], ...] = (("Q:", "A:"), ("Q:", "A:"), ("Question:", "Answer:"), ("Teacher:", "Student:"))
+_QA_FORMATS: tuple[tuple[str, str], ...] = (
+    ("Q:", "A:"), ("Q:", "A:"), ("Question:", "Answer:"), ("Teacher:", "Student:"),
+)
 _FORBIDDEN_RE = re.compile(r"Instruction:|Response:|\bEND\b")
 # Share of each document kind; the rest are topic paragraphs.
 _QA_SHARE, _FACT_SHARE = 0.6, 0.25
@@ -1568,31 +1741,34 @@ class _KeySchedule:
 
 
 def _qa_answer(item: Item, rng: random.Random) -> str:
+    """The reference, or for open-ended items a fitting topic sentence."""
     if item.reference is not None:
         return item.reference
+    if item.params["style"] == "why":
+        return _why_sentence(TOPICS[item.params["topic"]], rng)
     return topic_sentence(item.params["topic"], rng)
 
 
 def _qa_document(rng: random.Random, schedule: _KeySchedule) -> str:
     question_tag, answer_tag = rng.choice(_QA_FORMATS)
+    # Stop adding pairs once past the target; a pair is at most ~25 words, so documents stay under the maximum.
+    target = rng.randint(_MIN_DOC_WORDS, _MAX_DOC_WORDS - 25)
     pairs: list[str] = []
     words = 0
-    while words < _MIN_DOC_WORDS or len(pairs) < 3:
+    while words < target or len(pairs) < 3:
         family, key = schedule.next()
         item = family.make_item(key, rng, "corpus")
-        pair = f"{question_tag} {item.instruction}\n{answer_tag} {_qa_answer(item, rng)}"
-        if pairs and words + _word_count(pair) > _MAX_DOC_WORDS:
-            break
-        pairs.append(pair)
-        words += _word_count(pair)
+        pairs.append(f"{question_tag} {item.instruction}\n{answer_tag} {_qa_answer(item, rng)}")
+        words += _word_count(pairs[-1])
     return "\n\n".join(pairs)
 
 
 def _fact_document(rng: random.Random) -> str:
     family = FAMILIES[rng.choice(FAMILY_NAMES[:5])]
     keys = family.keys()
+    target = rng.randint(_MIN_DOC_WORDS, _MAX_DOC_WORDS // 2)
     sentences: list[str] = []
-    while sum(_word_count(s) for s in sentences) < _MIN_DOC_WORDS:
+    while sum(_word_count(s) for s in sentences) < target:
         sentences.extend(family.facts(rng.choice(keys), rng))
     separator = "\n" if rng.random() < 0.5 else " "
     return separator.join(sentences)
@@ -1602,8 +1778,9 @@ def _topic_document(rng: random.Random) -> str:
     topic = rng.choice(sorted(TOPICS))
     sentences = list(_topic_sentences(topic))
     rng.shuffle(sentences)
+    target = rng.randint(_MIN_DOC_WORDS, _MAX_DOC_WORDS // 2)
     chosen: list[str] = []
-    while sum(_word_count(s) for s in chosen) < _MIN_DOC_WORDS and sentences:
+    while sum(_word_count(s) for s in chosen) < target and sentences:
         chosen.append(sentences.pop())
     return " ".join(chosen)
 
@@ -1636,7 +1813,7 @@ def corpus(seed: int, n_documents: int) -> list[str]:
     separated by blank lines, answers being the items' references), 25% fact sentences of the first five
     families ("Paris is the capital of France."), 15% topic paragraphs. Q/A pairs cycle through every key of
     every family, held-out keys included (a real base model has seen the web; only SFT data avoids them);
-    about 1000 documents ask every key at least once (see :func:`corpus_coverage`). No document contains
+    about 1300 documents ask every key at least once (see :func:`corpus_coverage`). No document contains
     ``Instruction:``, ``Response:`` or the word ``END``.
 
     >>> docs = corpus(0, 3)
