@@ -5,6 +5,8 @@
     alignkit build-base --preset tiny
     alignkit evalset --preset tiny --out eval_items.jsonl
     alignkit validate FILE --kind pairs
+    alignkit inspect-masks --model DIR --data sft.jsonl
+    alignkit score --items eval_items.jsonl --responses responses.jsonl --out scores.jsonl
 """
 
 from __future__ import annotations
@@ -109,6 +111,23 @@ def cmd_inspect_masks(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from alignkit import scoring
+
+    summary = scoring.score_file(args.items, args.responses, args.out)
+    for model, rates in summary.items():
+        shown = ", ".join(f"{k}={v:.2f}" for k, v in rates.items() if v is not None)
+        print(f"{model}: {shown}")
+    print(f"scores written to {args.out}")
+    return 0
+
+
+def cmd_doctor(_args: argparse.Namespace) -> int:
+    from alignkit import doctor
+
+    return doctor.main()
+
+
 def cmd_stage(args: argparse.Namespace) -> int:
     """Run stages directly in this process (no notebooks): for scripts, torchrun and debugging."""
     from alignkit import runs, stages
@@ -161,6 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("-n", type=int, default=3, help="examples to print (all are checked)")
     inspect.add_argument("--trust-remote-code", action="store_true")
     inspect.set_defaults(func=cmd_inspect_masks)
+
+    score = sub.add_parser("score", help="score any responses JSONL against held-out items (nine criteria)")
+    score.add_argument("--items", required=True, type=Path, help="eval items JSONL (alignkit evalset)")
+    score.add_argument("--responses", required=True, type=Path, help="responses JSONL (model, item_id, raw_output, ...)")
+    score.add_argument("--out", required=True, type=Path)
+    score.set_defaults(func=cmd_score)
+
+    sub.add_parser("doctor", help="check torch/CUDA/GPU/bf16/bitsandbytes/disk/HF_HOME").set_defaults(func=cmd_doctor)
 
     stage = sub.add_parser("stage", help="run stages in this process without notebooks (scripts, torchrun)")
     _add_config_args(stage)

@@ -73,17 +73,18 @@ class BaseBuildConfig:
     """The embedded tiny base model: tokenizer, architecture and pretraining budget (used for embedded bases)."""
 
     vocab_size: int = 1024
-    hidden_size: int = 192
+    hidden_size: int = 128
     num_layers: int = 4
-    num_heads: int = 6
+    num_heads: int = 4
     intermediate_size: int = 512
-    max_position: int = 256
+    max_position: int = 512
+    #: Corpus documents (about 100 tokens each) and pretraining steps of ``batch_size x seq_len`` tokens.
     n_documents: int = 6000
     seq_len: int = 128
     batch_size: int = 32
-    steps: int = 900
+    steps: int = 600
     learning_rate: float = 3e-3
-    warmup_steps: int = 40
+    warmup_steps: int = 30
     seed: int = 0
 
     def check(self) -> None:
@@ -536,6 +537,9 @@ def resolve(preset: str = "tiny", config_file: str | Path | None = None,
     if config_file:
         data = merge(data, load_user_yaml(config_file))
     data = merge(data, parse_overrides(overrides))
+    if data.get("preset", preset) != preset:
+        raise ConfigError(f"preset: the config sets preset={data['preset']!r} but preset {preset!r} was loaded; "
+                          f"choose the preset with --preset (or the papermill parameter), not as a config key")
     return build(StudyConfig, data)
 
 

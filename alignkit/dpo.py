@@ -69,7 +69,7 @@ def train_one(run: Run, ctx, name: str, init: tuple[Path, Path | None], pairs: l
     # No ref_model: with LoRA the adapter-disabled policy is the reference; with full fine-tuning the
     # reference log-probs are precomputed from the initial weights before the first update.
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=peft_config(dpo))
+                         peft_config=peft_config(dpo) if adapter is None else None)
     started = time.monotonic()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.monotonic() - started
@@ -117,8 +117,7 @@ def dpo_model(run: Run, name: str) -> tuple[Path, Path | None]:
     summary = manifest["summary"]["runs"][name]
     out = run.output(STAGE, name)
     if summary["saved"] == "adapter":
-        if summary["initial_adapter"]:
-            raise RuntimeError(f"{name}: a DPO adapter trained on top of an unmerged SFT adapter cannot be "
-                               "applied without merging; train SFT with merge_adapter=true")
+        # A DPO run that started from an SFT adapter kept training that adapter: the saved adapter holds
+        # SFT + DPO and goes on the same base weights.
         return Path(summary["initial_model"]), out
     return out, None

@@ -88,15 +88,19 @@ def check_example(tokenizer, prompt: str, completion: str, input_ids: list[int] 
         return verdict("trained tokens are not one span at the end of the sequence")
     if input_ids[-1] != tokenizer.eos_token_id:
         return verdict("the last trained token is not EOS")
-    # Characters covered by trained tokens (special tokens such as EOS map to their own text span).
+    # Characters covered by trained tokens (special tokens such as EOS map to their own text span). Some
+    # tokenizers trim whitespace out of offsets (ByteLevel trim_offsets): a span may then start after the
+    # completion's leading space, which is fine as long as no *untrained* token sits in between.
     spans = [offsets[i] for i in trained if offsets[i][1] > offsets[i][0]]
     start = min(s for s, _ in spans) if spans else len(text)
     end = max(e for _, e in spans) if spans else len(text)
-    untrained_in_completion = [i for i, flag in enumerate(mask) if not flag and offsets[i][1] > prompt_chars]
+    prompt_tokens = [i for i, (s, e) in enumerate(offsets) if e > s and s < prompt_chars]
+    after_prompt = range(prompt_tokens[-1] + 1 if prompt_tokens else 0, len(input_ids))
+    untrained_in_completion = [i for i in after_prompt if not mask[i]]
     if start < prompt_chars:
         return verdict(f"trained tokens start inside the prompt: {text[start:prompt_chars]!r} is trained "
                        "(a BPE merge across the prompt/completion boundary)")
-    if untrained_in_completion or start > prompt_chars:
+    if untrained_in_completion or text[prompt_chars:start].strip():
         return verdict(f"completion characters {text[prompt_chars:start]!r} are not trained")
     if end != len(text):
         return verdict(f"trained span ends at character {end} of {len(text)}")

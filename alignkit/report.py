@@ -89,6 +89,11 @@ def significance_mark(p_adjusted: float | None) -> str:
     return ""
 
 
+def _model_rank(name: str) -> int:
+    order = list(MODEL_LABELS)
+    return order.index(name) if name in order else len(order)
+
+
 def criterion_label(name: str) -> str:
     return CRITERION_LABELS.get(name, name.replace("_", " "))
 
@@ -240,7 +245,7 @@ def heatmap_figure(results: Mapping[str, Any]):
     models, criteria = results["model_order"], results["criteria"]
     values = np.array([[results["models"][m]["criteria"][c]["rate"] if results["models"][m]["criteria"][c]["rate"]
                         is not None else np.nan for c in criteria] for m in models], dtype=float)
-    fig = _figure(1.0 + 0.82 * len(criteria), 0.9 + 0.48 * len(models))
+    fig = _figure(max(5.5, 1.6 + 0.78 * len(criteria)), 1.3 + 0.5 * len(models))
     ax = fig.add_subplot()
     image = ax.imshow(np.ma.masked_invalid(values), cmap="YlGnBu", vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(len(criteria)), [criterion_label(c) for c in criteria], rotation=35, ha="right", fontsize=9)
@@ -253,7 +258,7 @@ def heatmap_figure(results: Mapping[str, Any]):
                     color="white" if not np.isnan(value) and value > 0.6 else "#1f2937")
     if OVERALL in criteria:  # set the primary endpoint apart
         ax.axvline(criteria.index(OVERALL) - 0.5, color="white", linewidth=3)
-    ax.set_title("Pass rate per criterion (%)", fontsize=11, loc="left")
+    fig.suptitle("Pass rate per criterion (%)", fontsize=11, x=0.02, ha="left")
     fig.colorbar(image, ax=ax, fraction=0.025, pad=0.01).ax.tick_params(labelsize=8)
     return fig
 
@@ -265,7 +270,7 @@ def overall_figure(results: Mapping[str, Any]):
     rates = [e["rate"] or 0.0 for e in entries]
     lower = [(e["rate"] - e["ci_low"]) if e["rate"] is not None else 0.0 for e in entries]
     upper = [(e["ci_high"] - e["rate"]) if e["rate"] is not None else 0.0 for e in entries]
-    fig = _figure(1.8 + 1.25 * len(models), 3.6)
+    fig = _figure(max(5.5, 1.6 + 1.15 * len(models)), 3.8)
     ax = fig.add_subplot()
     x = range(len(models))
     ax.bar(x, rates, color=[MODEL_COLORS.get(m, "#777") for m in models], width=0.62, yerr=[lower, upper],
@@ -273,10 +278,10 @@ def overall_figure(results: Mapping[str, Any]):
     for i, e in enumerate(entries):
         label = "n/a" if e["rate"] is None else f"{100 * e['rate']:.1f}%"
         ax.text(i, (e["ci_high"] or 0) + 0.02, label, ha="center", va="bottom", fontsize=9, color="#111827")
-    ax.set_xticks(list(x), [model_label(m) for m in models], rotation=12, ha="right", fontsize=9)
+    ax.set_xticks(list(x), [model_label(m).replace(" (", "\n(") for m in models], fontsize=8.5)
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("overall pass rate", fontsize=9)
-    ax.set_title("Primary endpoint: overall (95% Wilson intervals)", fontsize=11, loc="left")
+    fig.suptitle("Primary endpoint: overall (95% Wilson intervals)", fontsize=11, x=0.02, ha="left")
     _style(ax)
     return fig
 
@@ -286,7 +291,7 @@ def family_figure(results: Mapping[str, Any], criterion: str = OVERALL):
     import numpy as np
 
     models, families = results["model_order"], results["families"]
-    fig = _figure(max(6.0, 1.3 * len(families) + 2), 3.6)
+    fig = _figure(max(8.0, 1.35 * len(families) + 2), 3.8)
     ax = fig.add_subplot()
     width = 0.8 / max(1, len(models))
     for k, m in enumerate(models):
@@ -297,8 +302,8 @@ def family_figure(results: Mapping[str, Any], criterion: str = OVERALL):
     ax.set_xticks(range(len(families)), [f.replace("_", " ") for f in families], fontsize=9)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel(f"{criterion_label(criterion)} rate", fontsize=9)
-    ax.set_title(f"{criterion_label(criterion).capitalize()} by task family", fontsize=11, loc="left")
-    ax.legend(fontsize=8, ncol=min(5, len(models)), frameon=False, loc="upper left", bbox_to_anchor=(0, -0.12))
+    fig.suptitle(f"{criterion_label(criterion).capitalize()} by task family", fontsize=11, x=0.02, ha="left")
+    fig.legend(fontsize=8, ncol=min(5, len(models)), frameon=False, loc="outside lower center")
     _style(ax)
     return fig
 
@@ -512,7 +517,7 @@ def _stage_05(summary: Mapping[str, Any]) -> tuple[list[tuple[str, Any]], list[d
     runs = summary.get("runs") or {}
     rows = [(model_label(name), Path(str(r.get("initial_model"))).name, r.get("saved"),
              pct(r.get("final_reward_accuracy")), _num(r.get("final_reward_margin")), _num(r.get("final_loss")),
-             r.get("train_seconds")) for name, r in runs.items()]
+             r.get("train_seconds")) for name, r in sorted(runs.items(), key=lambda kv: _model_rank(kv[0]))]
     facts = [("method", summary.get("method")), ("beta", summary.get("beta")), ("loss", summary.get("loss_type")),
              ("pairs", summary.get("pairs"))]
     return facts, [_table(("run", "initial model", "saved", "final reward accuracy", "final reward margin",
@@ -606,8 +611,9 @@ _CSS = """
 :root { --ink:#1f2937; --muted:#6b7280; --line:#e5e7eb; --bg:#f8fafc; --accent:#2a9d8f; --up:#dcfce7; --up-ink:#166534;
         --down:#fee2e2; --down-ink:#991b1b; }
 * { box-sizing: border-box; }
-body { margin:0; background:var(--bg); color:var(--ink); line-height:1.5;
-       font:15px/1.55 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
+body { margin:0; background:var(--bg); color:var(--ink);
+       font:15px/1.55 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, "Liberation Sans", "DejaVu Sans",
+       sans-serif; }
 main { max-width:1180px; margin:0 auto; padding:28px 32px 80px; }
 header.top { background:#0f172a; color:#e2e8f0; padding:26px 0 22px; }
 header.top .wrap { max-width:1180px; margin:0 auto; padding:0 32px; }
@@ -631,6 +637,9 @@ table { border-collapse:collapse; width:100%; background:#fff; font-size:13px; m
 th, td { padding:7px 10px; border-bottom:1px solid var(--line); text-align:left; vertical-align:top; }
 th { background:#f1f5f9; font-weight:600; color:#334155; font-size:12px; }
 td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; }
+th.c { text-align:center; }
+table td:first-child { white-space:nowrap; }
+td.cell-up .p, td.cell-down .p, td.cell-ns .p { display:block; font-size:10.5px; font-weight:400; color:#64748b; }
 tbody tr:last-child td { border-bottom:none; }
 caption { caption-side:top; text-align:left; color:var(--muted); font-size:13px; padding:0 0 4px; }
 td.rate { text-align:center; font-variant-numeric:tabular-nums; white-space:nowrap; }
@@ -685,7 +694,7 @@ footer { color:var(--muted); font-size:12px; margin-top:50px; border-top:1px sol
 
 _TEMPLATE = r"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>alignkit report — {{ run_id }}</title><style>{{ css }}</style></head>
+<title>alignkit report — {{ run_id }}</title><style>{{ css | safe }}</style></head>
 <body>
 {%- macro table(t) -%}
 <table>{% if t.caption %}<caption>{{ t.caption }}</caption>{% endif %}
@@ -714,7 +723,7 @@ Every model answered the same {{ n_items }} prompts, so all comparisons are pair
 <h2 id="results">Results by model and criterion</h2>
 <p class="lead">Pass rate with its Wilson 95% interval; n counts the items where a criterion applies
 (factual correctness does not apply to open-ended instructions).</p>
-<table><thead><tr><th>model</th>{% for c in criteria %}<th class="num{% if c == 'overall' %} overall-col{% endif %}">{{ c | label }}</th>{% endfor %}</tr></thead>
+<table><thead><tr><th>model</th>{% for c in criteria %}<th class="c{% if c == 'overall' %} overall-col{% endif %}">{{ c | label }}</th>{% endfor %}</tr></thead>
 <tbody>{% for row in rate_rows %}<tr><td><b>{{ row.label }}</b></td>{% for cell in row.cells %}
 <td class="rate{% if cell.overall %} overall-col{% endif %}" style="{{ cell.style }}" title="n={{ cell.n }}"><span class="r">{{ cell.rate }}</span><span class="ci">{{ cell.ci }}</span></td>{% endfor %}</tr>{% endfor %}</tbody></table>
 <div class="grid2">
@@ -727,7 +736,7 @@ Q = {{ "%.2f" | format(cochran.q) }}, df = {{ cochran.df }}, p = {{ cochran.p }}
 <h2 id="families">Per-family breakdown</h2>
 <p class="lead">Overall pass rate per task family (rate, Wilson 95% interval, n).</p>
 <figure><img src="{{ figs.families }}" alt="Overall pass rate per family and model"></figure>
-<table><thead><tr><th>family</th>{% for m in model_labels %}<th class="num">{{ m }}</th>{% endfor %}</tr></thead>
+<table><thead><tr><th>family</th>{% for m in model_labels %}<th class="c">{{ m }}</th>{% endfor %}</tr></thead>
 <tbody>{% for row in family_rows %}<tr><td><b>{{ row.family }}</b></td>{% for cell in row.cells %}
 <td class="rate" style="{{ cell.style }}"><span class="r">{{ cell.rate }}</span><span class="ci">{{ cell.ci }} · n={{ cell.n }}</span></td>{% endfor %}</tr>{% endfor %}</tbody></table>
 
@@ -736,9 +745,9 @@ Q = {{ "%.2f" | format(cochran.q) }}, df = {{ cochran.df }}, p = {{ cochran.p }}
 else continuity-corrected χ²), paired bootstrap 95% CI ({{ n_boot }} resamples), Cohen's h.
 Marks on adjusted p: * &lt; 0.05, ** &lt; 0.01, *** &lt; 0.001; green = significant improvement, red = significant regression.</p>
 {% if contrast_matrix.columns %}
-<table><thead><tr><th>criterion</th>{% for c in contrast_matrix.columns %}<th class="num">{{ c }}</th>{% endfor %}</tr></thead>
+<table><thead><tr><th>criterion</th>{% for c in contrast_matrix.columns %}<th class="c">{{ c }}</th>{% endfor %}</tr></thead>
 <tbody>{% for row in contrast_matrix.rows %}<tr><td>{{ row.criterion | label }}</td>{% for cell in row.cells %}
-<td class="{{ cell.cls }}" title="adjusted p = {{ cell.p }}">{{ cell.text }}</td>{% endfor %}</tr>{% endfor %}</tbody></table>
+<td class="{{ cell.cls }}" title="adjusted p = {{ cell.p }}">{{ cell.text }}<span class="p">p<sub>adj</sub> {{ cell.p }}</span></td>{% endfor %}</tr>{% endfor %}</tbody></table>
 <details><summary>All {{ contrast_rows | length }} tests with raw and adjusted p-values</summary>
 <table><thead><tr><th>contrast</th><th>criterion</th><th class="num">rate a</th><th class="num">rate b</th><th class="num">diff (pts)</th><th class="num">95% CI</th>
 <th class="num">Cohen's h</th><th class="num">n01 / n10</th><th>test</th><th class="num">p</th><th class="num">p adj.</th><th></th></tr></thead>
@@ -752,7 +761,7 @@ Marks on adjusted p: * &lt; 0.05, ** &lt; 0.01, *** &lt; 0.001; green = signific
 {% if raw_rows %}<p class="lead">The same base weights, prompted with the study template and with the bare instruction
 (<code>instruction + "\n"</code>). What changes here is format, not knowledge; SFT's gain over <i>base (template)</i> is
 the study's "learned the format" effect. Descriptive only (not among the pre-registered contrasts).</p>
-<table><thead><tr><th>criterion</th><th class="num">base (template)</th><th class="num">base (raw)</th><th class="num">template − raw (pts)</th></tr></thead>
+<table><thead><tr><th>criterion</th><th class="c">base (template)</th><th class="c">base (raw)</th><th class="num">template − raw (pts)</th></tr></thead>
 <tbody>{% for r in raw_rows %}<tr><td>{{ r.criterion | label }}</td><td class="rate" style="{{ r.style_a }}">{{ r.a }}</td>
 <td class="rate" style="{{ r.style_b }}">{{ r.b }}</td><td class="num">{{ r.diff }}</td></tr>{% endfor %}</tbody></table>
 {% else %}<p class="note">Not available: base and base_raw were not both evaluated in this run.</p>{% endif %}

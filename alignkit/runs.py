@@ -137,7 +137,7 @@ class Run:
         return manifest
 
     def output(self, stage: str, name: str) -> Path:
-        """Path of output ``name`` of an earlier stage, taken from its manifest and hash-checked."""
+        """Path of output ``name`` of an earlier stage, taken from its manifest (files are hash-checked)."""
         manifest = self.require(stage)
         outputs = manifest.get("outputs", {})
         if name not in outputs:
@@ -147,6 +147,11 @@ class Run:
         path = self.dir / entry["path"]
         if not path.exists():
             raise StageInputError(f"{path}: listed in {stage}/{MANIFEST} but missing; re-run {stage} with --force")
+        # Files are hashed on every access (data files are small); folders (model weights, possibly many GB)
+        # are hashed when a stage fingerprints its inputs, not on every lookup.
+        if path.is_file() and files.sha256_file(path) != entry["sha256"]:
+            raise StageInputError(f"{path}: sha256 differs from {stage}/{MANIFEST}; the file changed after the "
+                                  f"stage wrote it. Re-run {stage} with --force")
         return path
 
 

@@ -48,19 +48,26 @@ def verify_masks(tokenizer, rows: list[dict]) -> dict[str, Any]:
 
 
 def verify_trainer_batches(trainer, tokenizer, rows: list[dict], n_batches: int = 2) -> int:
-    """Collate the trainer's own processed rows and check the labels decode to completion + EOS."""
+    """Collate the trainer's own processed rows and check the labels decode to completion + EOS.
+
+    TRL shuffles and may filter its processed dataset, so each processed row is matched to its source row
+    through the ``prompt`` column it keeps (prompts are unique: one per instruction).
+    """
     from alignkit.masks import check_batch
 
+    by_prompt = {row["prompt"]: row for row in rows}
     dataset = trainer.train_dataset
-    checked = 0
     size = trainer.args.per_device_train_batch_size
+    checked = 0
     for start in range(0, min(len(dataset), n_batches * size), size):
-        indices = list(range(start, min(start + size, len(dataset))))
-        batch = trainer.data_collator([dataset[i] for i in indices])
-        problems = check_batch(tokenizer, batch, [rows[i] for i in indices])
+        examples = [dataset[i] for i in range(start, min(start + size, len(dataset)))]
+        sources = [by_prompt[example["prompt"]] for example in examples]
+        batch = trainer.data_collator([{k: v for k, v in e.items() if k not in ("prompt", "completion")}
+                                       for e in examples])
+        problems = check_batch(tokenizer, batch, sources)
         if problems:
             raise MaskError("trainer batch labels are wrong:\n  " + "\n  ".join(problems[:5]))
-        checked += len(indices)
+        checked += len(examples)
     return checked
 
 
@@ -86,7 +93,6 @@ def train(run: Run, ctx, base_path, rows: list[dict]) -> dict[str, Any]:
     dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=peft_config(train_cfg))
-    # The trainer's processed dataset keeps the input order (shuffling happens in the sampler).
     batch_rows = verify_trainer_batches(trainer, tokenizer, rows)
     started = time.monotonic()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)

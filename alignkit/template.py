@@ -69,7 +69,7 @@ def response_from_completion(completion_text: str) -> str:
     >>> response_from_completion(" 5\\nEND")
     '5'
     """
-    if not completion_text.startswith(" "):
+    if not completion_text.startswith(" ") or completion_text.startswith("  "):
         raise ValueError("completion must start with a single space after 'Response:'")
     if not completion_text.endswith(STOP_STRING):
         raise ValueError(f"completion must end with a newline and {END_MARKER!r}")

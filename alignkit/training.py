@@ -68,14 +68,24 @@ def peft_config(train: TrainConfig):
 def load_trainable(path: str | Path, cfg: StudyConfig, train: TrainConfig, adapter: str | Path | None = None):
     """The model to train: full weights, or the base for LoRA, or a 4-bit NF4 base for QLoRA.
 
-    ``adapter`` (an SFT adapter when SFT was trained with QLoRA) is merged in first where possible.
+    ``adapter`` is an SFT adapter (SFT trained with QLoRA): full fine-tuning merges it into the weights;
+    LoRA/QLoRA keep training it (TRL then copies its initial state as the "ref" adapter, so the reference
+    is the SFT model, not the bare base). Callers pass ``peft_config`` to the trainer only when no adapter
+    was loaded here.
     """
+    from peft import PeftModel
+
     quantize = train.method == "qlora"
-    model = load_model(path, cfg.model, quantize_4bit=quantize, adapter=adapter, trainable=False)
+    model = load_model(path, cfg.model, quantize_4bit=quantize, trainable=True)
     if quantize:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=train.gradient_checkpointing)
+    if adapter is not None:
+        if train.method == "full":
+            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        else:
+            model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
     model.train()
     return model, load_tokenizer(path, cfg.model)
 

@@ -327,10 +327,6 @@ def test_configs_are_frozen():
         cfg.seed = 3  # type: ignore[misc]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a user YAML or override can set `preset` to another name than the "
-                                       "preset actually loaded (resolve('tiny', overrides=['preset=smoke']) gives "
-                                       "cfg.preset == 'smoke' with tiny's values), so manifests and the "
-                                       "'run that stage first' command name the wrong preset")
 def test_preset_field_cannot_disagree_with_loaded_preset():
     with pytest.raises(ConfigError, match="preset"):
         resolve("tiny", overrides=["preset=smoke"])

@@ -71,7 +71,8 @@ def _metaspace_bos():
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
     trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<s>", EOS, PAD], show_progress=False)
     tok.train_from_iterator(_corpus(), trainer)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A",
+                                                       special_tokens=[("<s>", tok.token_to_id("<s>"))])
     return _wrap(tok, bos_token="<s>", eos_token=EOS, pad_token=PAD, unk_token="<unk>")
 
 
@@ -172,10 +173,6 @@ def test_check_dataset_ids_and_results(tok):
     assert [row_id for row_id, _ in masks.check_dataset(tok, [{"prompt": "a", "completion": " b\nEND"}])] == ["0"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: with a ByteLevel post-processor that trims offsets (trim_offsets=True, "
-                                       "the default of tokenizers.processors.ByteLevel()) the offsets of ' 5' "
-                                       "exclude its leading space, so a correct mask is refused with "
-                                       "\"completion characters ' ' are not trained\"")
 def test_check_example_ok_with_trimmed_offsets():
     trimming = _bytelevel(trim_offsets=True)
     prompt, completion = _pc("add 2 and 3.", "5")
@@ -457,10 +454,6 @@ def test_tokenisation_equals_trl_sft_trainer(tok, merging, kind, tmp_path):
         assert problems == []
 
 
-@pytest.mark.xfail(strict=True, reason="bug in alignkit/sft.py: train() sets SFTConfig(shuffle_dataset=True), and TRL "
-                                       "1.16 shuffles the *prepared* dataset (SFTTrainer._prepare_dataset ends with "
-                                       "dataset.shuffle(seed)), so verify_trainer_batches pairs trainer row i with "
-                                       "input row i and raises MaskError ('training ids differ') on every real run")
 def test_sft_verify_trainer_batches_with_shuffled_dataset(tok, tmp_path):
     from alignkit import sft
 

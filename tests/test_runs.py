@@ -451,8 +451,6 @@ def test_output_of_a_missing_stage_names_the_command(run):
         run.output("03_negatives", "negatives")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: Run.output's docstring says the output is 'hash-checked', but it only "
-                                       "checks existence; a later stage silently reads a corrupted earlier output")
 def test_output_detects_a_corrupted_file(run, input_file):
     _run_stage(run, Body(input_file), input_file)
     (run.dir / "02_sft_training" / "out.jsonl").write_text('{"line": "tampered"}\n')

@@ -146,9 +146,6 @@ def test_response_from_completion_errors(bad, message):
         response_from_completion(bad)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: response_from_completion accepts '  5\\nEND' (two leading spaces), "
-                                       "which completion() never produces, and returns ' 5' instead of raising "
-                                       "'completion must start with a single space'")
 def test_response_from_completion_rejects_double_leading_space():
     with pytest.raises(ValueError, match="single space"):
         response_from_completion("  5\nEND")
