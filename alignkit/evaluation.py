@@ -473,7 +473,8 @@ def model_rates(score_rows: Sequence[Mapping[str, Any]], models: Sequence[str],
 
     ``n`` counts the items where the criterion applies; Wilson 95% intervals.
 
-    >>> rows = [{"model": "m", "item_id": str(i), "family": "f", "x": v} for i, v in enumerate([True, True, False, None])]
+    >>> rows = [{"model": "m", "item_id": str(i), "family": "f", "x": v}
+    ...         for i, v in enumerate([True, True, False, None])]
     >>> model_rates(rows, ["m"], ["x"])["m"]["criteria"]["x"]["n"]
     3
     """
@@ -585,8 +586,11 @@ def headline(models_block: Mapping[str, Mapping[str, Any]], contrasts: Sequence[
         return "No model has an applicable overall score; nothing can be concluded."
     entry = models_block[winner]["criteria"][OVERALL]
     endpoint = "On the primary endpoint (overall: every applicable criterion passes)"
+    if entry["rate"] == 0:
+        return (f"{endpoint}, no model passes a single item: every model scores 0.0% (n={entry['n']}; the 95% CI "
+                f"reaches {_pct(entry['ci_high'])}), so there is no winner.")
     if len(tied) > 1:
-        sentences = [f"{endpoint}, {' and '.join(tied)} tie for the highest rate at {_pct(entry['rate'])} "
+        sentences = [f"{endpoint}, {_join(tied)} tie for the highest rate at {_pct(entry['rate'])} "
                      f"({_ci(entry)}, n={entry['n']})."]
     else:
         sentences = [f"{endpoint}, {winner} scores highest at {_pct(entry['rate'])} ({_ci(entry)}, n={entry['n']})."]
@@ -598,7 +602,7 @@ def headline(models_block: Mapping[str, Mapping[str, Any]], contrasts: Sequence[
         found = [(name, row) for name, row in found if row is not None and row["diff"] is not None]
         if not found:
             sentences.append(f"There is no paired contrast between base ({_pct(base['rate'])}) and "
-                             f"{' or '.join(tied)} in this study.")
+                             f"{_join(tied)} in this study.")
         for name, row in found:
             diff = row["diff"] if row["b"] == name else -row["diff"]
             significant = row["p_adjusted"] < alpha
@@ -623,6 +627,16 @@ def headline(models_block: Mapping[str, Mapping[str, Any]], contrasts: Sequence[
                 + ("significant" if significant else "not significant")
                 + f" (adjusted p = {format_p(row['p_adjusted'])}).")
     return " ".join(sentences)
+
+
+def _join(names: Sequence[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``.
+
+    >>> _join(["base", "sft", "sft_dpo"])
+    'base, sft and sft_dpo'
+    """
+    names = list(names)
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _signed(row: Mapping[str, Any], toward: str, end: str) -> float:

@@ -188,13 +188,14 @@ def select(pool: dict[str, list[dict]], counts: dict[str, int], rng: random.Rand
         wanted = counts.get(negative_type, 0)
         candidates = list(pool.get(negative_type, []))
         rng.shuffle(candidates)
-        # Mined before rule-based; within that, examples with fewer negatives so far first.
-        candidates.sort(key=lambda c: (c["method"].startswith("rule"), per_example[c["sft_id"]]))
         taken = 0
-        for candidate in candidates:
+        while taken < wanted and candidates:
+            # Mined before rule-based; within that, the example with the fewest negatives so far (re-evaluated
+            # after every pick, so one type spreads over examples too).
+            best = min(range(len(candidates)), key=lambda i: (candidates[i]["method"].startswith("rule"),
+                                                               per_example[candidates[i]["sft_id"]]))
+            candidate = candidates.pop(best)
             key = (candidate["sft_id"], candidate["response"])
-            if taken == wanted:
-                break
             if key in seen:
                 continue
             seen.add(key)
@@ -259,7 +260,7 @@ def run(run: Run, force: bool = False) -> dict[str, Any]:
                                       "factually_correct": scores["factually_correct"]})
         n_neg = files.write_jsonl(ctx.path("negatives.jsonl"), chosen)
         n_resp = files.write_jsonl(ctx.path("sft_responses.jsonl"), sft_responses)
-        ctx.add_output("negatives", ctx.path("negatives.jsonl"), rows=n_neg)
+        ctx.add_output("negatives", ctx.path("negatives.jsonl"), rows=n_neg, kind="negatives")
         ctx.add_output("sft_responses", ctx.path("sft_responses.jsonl"), rows=n_resp)
         by_type_method: dict[str, Counter] = defaultdict(Counter)
         for negative in chosen:

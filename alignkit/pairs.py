@@ -153,7 +153,7 @@ def run(run: Run, force: bool = False) -> dict[str, Any]:
             raise RuntimeError(f"only {len(pairs)} valid pairs, fewer than pairs.min_pairs={cfg.pairs.min_pairs} "
                                f"(dropped: {dict(dropped)}); raise negatives.per_example")
         n = files.write_jsonl(ctx.path("pairs.jsonl"), pairs)
-        ctx.add_output("pairs", ctx.path("pairs.jsonl"), rows=n)
+        ctx.add_output("pairs", ctx.path("pairs.jsonl"), rows=n, kind="pairs")
         type_counts = Counter(p["negative_type"] for p in pairs)
         ctx.summary.update({
             "pairs": n, "dropped": dict(dropped), "chosen_sources": dict(chosen_sources),

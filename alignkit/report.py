@@ -41,8 +41,11 @@ CRITERION_LABELS = {
     "no_unwarranted_refusal": "no unwarranted refusal", "factually_correct": "factually correct",
     "coherent": "coherent", "on_topic": "on topic", "overall": "overall",
 }
-MODEL_LABELS = {"base": "base (template)", "base_raw": "base (raw instruction)", "sft": "SFT",
-                "sft_dpo": "SFT → DPO", "dpo_only": "DPO only (from base)"}
+#: Models are called by their study names everywhere (as in the headline and the contrasts); this says what
+#: each one is.
+MODEL_DESCRIPTIONS = {"base": "base model, study template", "base_raw": "base model, bare instruction",
+                      "sft": "supervised fine-tuning", "sft_dpo": "SFT, then DPO",
+                      "dpo_only": "DPO from the base model (control)"}
 MODEL_COLORS = {"base": "#8d99ae", "base_raw": "#c9ced8", "sft": "#3a7ca5", "sft_dpo": "#2a9d8f",
                 "dpo_only": "#e9a03b"}
 STAGE_TITLES = {"01_sft_data": "SFT data", "02_sft_training": "SFT training", "03_negatives": "Negatives",
@@ -90,7 +93,7 @@ def significance_mark(p_adjusted: float | None) -> str:
 
 
 def _model_rank(name: str) -> int:
-    order = list(MODEL_LABELS)
+    order = list(MODEL_DESCRIPTIONS)
     return order.index(name) if name in order else len(order)
 
 
@@ -99,7 +102,12 @@ def criterion_label(name: str) -> str:
 
 
 def model_label(name: str) -> str:
-    return MODEL_LABELS.get(name, name)
+    """A model's name as the report shows it (its study name)."""
+    return name
+
+
+def model_description(name: str) -> str:
+    return MODEL_DESCRIPTIONS.get(name, "")
 
 
 def _human_bytes(n: int) -> str:
@@ -215,7 +223,8 @@ def memory_frame(results: Mapping[str, Any]):
     per_model = results.get("memory", {}).get("per_model", {})
     columns = ("load_seconds", "generate_seconds", "rss_baseline_mb", "rss_peak_mb", "rss_peak_over_baseline_mb",
                "rss_after_release_mb", "cuda_max_allocated_mb", "resumed")
-    return pd.DataFrame.from_dict({m: {c: v.get(c) for c in columns} for m, v in per_model.items()}, orient="index")
+    return pd.DataFrame.from_dict({m: {c: per_model[m].get(c) for c in columns}
+                                   for m in sorted(per_model, key=_model_rank)}, orient="index")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -278,7 +287,7 @@ def overall_figure(results: Mapping[str, Any]):
     for i, e in enumerate(entries):
         label = "n/a" if e["rate"] is None else f"{100 * e['rate']:.1f}%"
         ax.text(i, (e["ci_high"] or 0) + 0.02, label, ha="center", va="bottom", fontsize=9, color="#111827")
-    ax.set_xticks(list(x), [model_label(m).replace(" (", "\n(") for m in models], fontsize=8.5)
+    ax.set_xticks(list(x), [model_label(m) for m in models], fontsize=9)
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("overall pass rate", fontsize=9)
     fig.suptitle("Primary endpoint: overall (95% Wilson intervals)", fontsize=11, x=0.02, ha="left")
@@ -431,6 +440,20 @@ def pick_examples(results: Mapping[str, Any], responses: Sequence[Mapping[str, A
     return examples
 
 
+def run_examples(run: Run, results: Mapping[str, Any] | None = None, n: int | None = None) -> list[dict[str, Any]]:
+    """:func:`pick_examples` on a run's stage-06 responses and scores (``evaluation.n_examples`` of them)."""
+    results = results if results is not None else load_results(run)
+    scores = _read_jsonl(_optional_output(run, EVAL_STAGE, "scores"))
+    if not scores:
+        return []
+    responses = _read_jsonl(_optional_output(run, EVAL_STAGE, "responses"))
+    items = {r["id"]: r for r in _read_jsonl(_optional_output(run, "01_sft_data", "eval_items"))}
+    if n is None:
+        n = int(((results.get("config") or {}).get("evaluation") or {}).get("n_examples",
+                                                                          run.config.evaluation.n_examples))
+    return pick_examples(results, responses, scores, items, n)
+
+
 def examples_frame(examples: Sequence[Mapping[str, Any]]):
     """Examples as a table: one row per item, one column per model (response, ✓/✗ overall)."""
     import pandas as pd
@@ -515,7 +538,7 @@ def _stage_04(summary: Mapping[str, Any]) -> tuple[list[tuple[str, Any]], list[d
 
 def _stage_05(summary: Mapping[str, Any]) -> tuple[list[tuple[str, Any]], list[dict[str, Any]]]:
     runs = summary.get("runs") or {}
-    rows = [(model_label(name), Path(str(r.get("initial_model"))).name, r.get("saved"),
+    rows = [(model_label(name), "/".join(Path(str(r.get("initial_model"))).parts[-2:]), r.get("saved"),
              pct(r.get("final_reward_accuracy")), _num(r.get("final_reward_margin")), _num(r.get("final_loss")),
              r.get("train_seconds")) for name, r in sorted(runs.items(), key=lambda kv: _model_rank(kv[0]))]
     facts = [("method", summary.get("method")), ("beta", summary.get("beta")), ("loss", summary.get("loss_type")),
@@ -622,14 +645,17 @@ header.top .meta { color:#94a3b8; font-size:13px; }
 header.top .meta b { color:#cbd5e1; font-weight:600; }
 nav.toc { margin-top:14px; display:flex; flex-wrap:wrap; gap:6px 16px; font-size:13px; }
 nav.toc a { color:#7dd3c7; text-decoration:none; }
-h2 { font-size:20px; margin:44px 0 6px; padding-bottom:6px; border-bottom:2px solid var(--line); letter-spacing:-0.01em; }
+h2 { font-size:20px; margin:44px 0 6px; padding-bottom:6px; border-bottom:2px solid var(--line);
+     letter-spacing:-0.01em; }
 h3 { font-size:16px; margin:26px 0 8px; }
 p.lead, p.note { color:var(--muted); margin:4px 0 14px; font-size:14px; }
-.headline { background:#fff; border-left:5px solid var(--accent); border-radius:8px; padding:18px 22px; margin:22px 0 8px;
+.headline { background:#fff; border-left:5px solid var(--accent); border-radius:8px; padding:18px 22px;
+            margin:22px 0 8px;
             font-size:17px; box-shadow:0 1px 3px rgba(15,23,42,.08); }
 .cards { display:grid; grid-template-columns:repeat(auto-fit, minmax(170px, 1fr)); gap:12px; margin:16px 0; }
 .card { background:#fff; border:1px solid var(--line); border-radius:8px; padding:12px 14px; }
-.card .k { color:var(--muted); font-size:12px; text-transform:uppercase; letter-spacing:.04em; }
+.card .k { font-size:14px; font-weight:650; font-family:ui-monospace, SFMono-Regular, Menlo, monospace; }
+.card .d { color:var(--muted); font-size:12px; }
 .card .v { font-size:22px; font-weight:650; }
 .card .s { color:var(--muted); font-size:12px; }
 table { border-collapse:collapse; width:100%; background:#fff; font-size:13px; margin:8px 0 6px;
@@ -641,6 +667,7 @@ th.c { text-align:center; }
 table td:first-child { white-space:nowrap; }
 td.cell-up .p, td.cell-down .p, td.cell-ns .p { display:block; font-size:10.5px; font-weight:400; color:#64748b; }
 tbody tr:last-child td { border-bottom:none; }
+span.desc { color:var(--muted); font-size:11.5px; font-weight:400; }
 caption { caption-side:top; text-align:left; color:var(--muted); font-size:13px; padding:0 0 4px; }
 td.rate { text-align:center; font-variant-numeric:tabular-nums; white-space:nowrap; }
 td.rate .r { font-weight:600; display:block; }
@@ -656,6 +683,7 @@ td.cell-down { background:var(--down); color:var(--down-ink); font-weight:600; t
 td.cell-ns { color:#64748b; text-align:center; }
 figure { margin:14px 0; background:#fff; border:1px solid var(--line); border-radius:8px; padding:10px; }
 figure img { max-width:100%; height:auto; display:block; margin:0 auto; }
+figure img.narrow { max-width:760px; }
 figcaption { color:var(--muted); font-size:12.5px; margin-top:6px; }
 .grid2 { display:grid; grid-template-columns:1fr 1fr; gap:14px; }
 .example { background:#fff; border:1px solid var(--line); border-radius:10px; margin:14px 0; overflow:hidden; }
@@ -716,20 +744,18 @@ Every model answered the same {{ n_items }} prompts, so all comparisons are pair
 {{ correction_name }}-adjusted p-values across all {{ n_tests }} contrast × criterion tests (α = {{ alpha }}).</p>
 
 <div class="cards">
-{% for m in overall_cards %}<div class="card"><div class="k">{{ m.label }}</div><div class="v">{{ m.rate }}</div>
-<div class="s">95% CI {{ m.ci }} · n={{ m.n }}</div></div>{% endfor %}
+{% for m in overall_cards %}<div class="card"><div class="k">{{ m.label }}</div><div class="d">{{ m.label | mdesc }}</div>
+<div class="v">{{ m.rate }}</div><div class="s">overall · 95% CI {{ m.ci }} · n={{ m.n }}</div></div>{% endfor %}
 </div>
 
 <h2 id="results">Results by model and criterion</h2>
 <p class="lead">Pass rate with its Wilson 95% interval; n counts the items where a criterion applies
 (factual correctness does not apply to open-ended instructions).</p>
 <table><thead><tr><th>model</th>{% for c in criteria %}<th class="c{% if c == 'overall' %} overall-col{% endif %}">{{ c | label }}</th>{% endfor %}</tr></thead>
-<tbody>{% for row in rate_rows %}<tr><td><b>{{ row.label }}</b></td>{% for cell in row.cells %}
+<tbody>{% for row in rate_rows %}<tr><td><b>{{ row.label }}</b><br><span class="desc">{{ row.label | mdesc }}</span></td>{% for cell in row.cells %}
 <td class="rate{% if cell.overall %} overall-col{% endif %}" style="{{ cell.style }}" title="n={{ cell.n }}"><span class="r">{{ cell.rate }}</span><span class="ci">{{ cell.ci }}</span></td>{% endfor %}</tr>{% endfor %}</tbody></table>
-<div class="grid2">
-<figure><img src="{{ figs.heatmap }}" alt="Heatmap of pass rates per model and criterion"><figcaption>Pass rate (%) per model and criterion.</figcaption></figure>
-<figure><img src="{{ figs.overall }}" alt="Overall pass rate per model with error bars"><figcaption>Overall pass rate with Wilson 95% intervals.</figcaption></figure>
-</div>
+<figure><img src="{{ figs.heatmap }}" alt="Heatmap of pass rates per model and criterion"><figcaption>Pass rate (%) per model and criterion; the white line sets off the primary endpoint.</figcaption></figure>
+<figure><img class="narrow" src="{{ figs.overall }}" alt="Overall pass rate per model with error bars"><figcaption>Overall pass rate with Wilson 95% intervals.</figcaption></figure>
 {% if cochran %}<p class="note">Cochran's Q across {{ cochran.models | join(", ") }} on overall:
 Q = {{ "%.2f" | format(cochran.q) }}, df = {{ cochran.df }}, p = {{ cochran.p }} (n = {{ cochran.n_items }} items).</p>{% endif %}
 
@@ -747,7 +773,7 @@ Marks on adjusted p: * &lt; 0.05, ** &lt; 0.01, *** &lt; 0.001; green = signific
 {% if contrast_matrix.columns %}
 <table><thead><tr><th>criterion</th>{% for c in contrast_matrix.columns %}<th class="c">{{ c }}</th>{% endfor %}</tr></thead>
 <tbody>{% for row in contrast_matrix.rows %}<tr><td>{{ row.criterion | label }}</td>{% for cell in row.cells %}
-<td class="{{ cell.cls }}" title="adjusted p = {{ cell.p }}">{{ cell.text }}<span class="p">p<sub>adj</sub> {{ cell.p }}</span></td>{% endfor %}</tr>{% endfor %}</tbody></table>
+<td class="{{ cell.cls }}" title="adjusted p = {{ cell.p }}">{{ cell.text }}<span class="p">adj. p {{ cell.p }}</span></td>{% endfor %}</tr>{% endfor %}</tbody></table>
 <details><summary>All {{ contrast_rows | length }} tests with raw and adjusted p-values</summary>
 <table><thead><tr><th>contrast</th><th>criterion</th><th class="num">rate a</th><th class="num">rate b</th><th class="num">diff (pts)</th><th class="num">95% CI</th>
 <th class="num">Cohen's h</th><th class="num">n01 / n10</th><th>test</th><th class="num">p</th><th class="num">p adj.</th><th></th></tr></thead>
@@ -759,9 +785,9 @@ Marks on adjusted p: * &lt; 0.05, ** &lt; 0.01, *** &lt; 0.001; green = signific
 
 <h2 id="raw">Base model: wrapped in the template vs the raw instruction</h2>
 {% if raw_rows %}<p class="lead">The same base weights, prompted with the study template and with the bare instruction
-(<code>instruction + "\n"</code>). What changes here is format, not knowledge; SFT's gain over <i>base (template)</i> is
-the study's "learned the format" effect. Descriptive only (not among the pre-registered contrasts).</p>
-<table><thead><tr><th>criterion</th><th class="c">base (template)</th><th class="c">base (raw)</th><th class="num">template − raw (pts)</th></tr></thead>
+(<code>instruction + "\n"</code>). What changes here is format, not knowledge, which helps read sft's gain over base as
+"learned the format" versus "learned the task". Descriptive only (not among the pre-registered contrasts).</p>
+<table><thead><tr><th>criterion</th><th class="c">base (template)</th><th class="c">base_raw (bare instruction)</th><th class="num">base − base_raw (pts)</th></tr></thead>
 <tbody>{% for r in raw_rows %}<tr><td>{{ r.criterion | label }}</td><td class="rate" style="{{ r.style_a }}">{{ r.a }}</td>
 <td class="rate" style="{{ r.style_b }}">{{ r.b }}</td><td class="num">{{ r.diff }}</td></tr>{% endfor %}</tbody></table>
 {% else %}<p class="note">Not available: base and base_raw were not both evaluated in this run.</p>{% endif %}
@@ -894,7 +920,9 @@ def _short(digest: str | None) -> str:
 
 def _memory_table(results: Mapping[str, Any]) -> dict[str, Any]:
     rows = []
-    for name, m in (results.get("memory") or {}).get("per_model", {}).items():
+    per_model = (results.get("memory") or {}).get("per_model", {})
+    for name in sorted(per_model, key=_model_rank):
+        m = per_model[name]
         rows.append((model_label(name), _num(m.get("load_seconds")), _num(m.get("generate_seconds")),
                      _num(m.get("rss_baseline_mb"), 5), _num(m.get("rss_peak_mb"), 5),
                      _num(m.get("rss_peak_over_baseline_mb"), 5), _num(m.get("rss_after_release_mb"), 5),
@@ -929,12 +957,8 @@ def build(run: Run, results: Mapping[str, Any] | None = None) -> Path:
         figs["dpo_curves"] = _relative(save_figure(curves_figure(histories["dpo"], keys, "DPO"),
                                                    fig_dir / "dpo_curves.png"), out_dir)
 
-    responses = _read_jsonl(_optional_output(run, EVAL_STAGE, "responses"))
-    scores = _read_jsonl(_optional_output(run, EVAL_STAGE, "scores"))
-    items = {r["id"]: r for r in _read_jsonl(_optional_output(run, "01_sft_data", "eval_items"))}
     config = results.get("config") or run.config.to_dict()
-    n_examples = int((config.get("evaluation") or {}).get("n_examples", run.config.evaluation.n_examples))
-    examples = pick_examples(results, responses, scores, items, n_examples) if scores else []
+    examples = run_examples(run, results)
 
     criteria = results["criteria"]
     rate_rows = [{"label": model_label(m), "cells": [_rate_cell(results["models"][m]["criteria"][c], c == OVERALL)
@@ -952,17 +976,21 @@ def build(run: Run, results: Mapping[str, Any] | None = None) -> Path:
     cochran = results.get("cochran_q")
     memory = results.get("memory") or {"max_models_resident": "n/a", "method": "", "per_model": {}}
     disk = disk_usage(run)
-    disk_table = _table(("stage", "on disk", "of which checkpoints"),
-                        [(r["stage"], _human_bytes(r["bytes"]), _human_bytes(r["checkpoint_bytes"]))
-                         for r in disk["stages"]] + [("run total", _human_bytes(disk["total_bytes"]), ""),
-                                                     ("this report", _human_bytes(disk["report_bytes"]), "")],
-                        f"Run size on disk ({run.dir})")
+    disk_rows = [(r["stage"], _human_bytes(r["bytes"]), _human_bytes(r["checkpoint_bytes"])) for r in disk["stages"]]
+    disk_rows += [("run total", _human_bytes(disk["total_bytes"]), ""),
+                  ("this report", _human_bytes(disk["report_bytes"]), "")]
+    base_path = Path(str(((results.get("provenance") or {}).get("models") or {}).get("base", {}).get("path", "")))
+    if base_path.name and base_path.is_dir():
+        disk_rows.append((f"base model folder, shared by runs ({base_path.name})", _human_bytes(_tree_bytes(base_path)),
+                          ""))
+    disk_table = _table(("stage", "on disk", "of which checkpoints"), disk_rows, f"Run size on disk ({run.dir})")
     versions = (results.get("provenance") or {}).get("versions") or {}
     config_yaml = _yaml(config)
     correction = results.get("correction") or {}
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     env.filters["label"] = criterion_label
     env.filters["mlabel"] = model_label
+    env.filters["mdesc"] = model_description
     page = env.from_string(_TEMPLATE).render(
         css=_CSS, run_id=run.run_id, preset=results.get("preset", run.config.preset), n_items=results["n_items"],
         device=memory.get("device", "n/a"), generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
@@ -998,4 +1026,4 @@ def _yaml(config: Mapping[str, Any]) -> str:
 
 __all__ = ["build", "contrasts_frame", "criteria_frame", "curves_figure", "examples_frame", "family_figure",
            "family_frame", "heatmap_figure", "load_results", "memory_frame", "overall_figure", "pick_examples",
-           "significance_mark"]
+           "run_examples", "significance_mark"]

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alignkit import files
+from alignkit import __version__, files
 from alignkit.config import STAGES, ConfigError, StudyConfig, config_hash, resolve
 
 log = logging.getLogger(__name__)
@@ -209,11 +209,21 @@ class StageContext:
     def path(self, name: str) -> Path:
         return self.dir / name
 
-    def add_output(self, name: str, path: Path, rows: int | None = None) -> None:
-        """Register an output file or folder; its sha256 goes into the manifest."""
+    def add_output(self, name: str, path: Path, rows: int | None = None, kind: str | None = None) -> None:
+        """Register an output file or folder; its sha256 goes into the manifest.
+
+        ``kind`` (a :mod:`alignkit.records` kind) validates a JSONL output with the same checks the next
+        stage applies to its inputs, so a stage never completes with data its successor would refuse.
+        """
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path}: stage {self.stage} registered an output that does not exist")
+        if kind is not None:
+            from alignkit.records import InvalidInputError, validate_file
+
+            _rows, defects = validate_file(path, kind)
+            if defects:
+                raise InvalidInputError(defects, kind)
         self.outputs[name] = {"path": str(path.relative_to(self.run.dir)), "sha256": fingerprint_path(path),
                               "rows": rows}
 
@@ -243,7 +253,9 @@ def execute_stage(run: Run, stage: str, *, sections: tuple[str, ...], inputs: di
     config_part = {name: run.config.section(name) for name in ("seed", *sections)}
     input_entries = {name: {"path": str(path), "sha256": fingerprint_path(Path(path))}
                      for name, path in sorted(inputs.items())}
-    fingerprint = config_hash({"config": config_part, "inputs": {k: v["sha256"] for k, v in input_entries.items()}})
+    # alignkit's version is part of the fingerprint: a release that changes how a stage works redoes it.
+    fingerprint = config_hash({"config": config_part, "inputs": {k: v["sha256"] for k, v in input_entries.items()},
+                               "alignkit": __version__})
 
     existing = run.manifest(stage)
     if existing and not force:

@@ -15,6 +15,7 @@ few-shot prompt, raw output, attempt and sampling parameters of the generation),
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -90,7 +91,7 @@ def balance(items: list[world.Item], n: int, families: tuple[str, ...]) -> list[
     for item in items:
         by_family[item.family].append(item)
     chosen: list[world.Item] = []
-    while len(chosen) < n and any(by_family.values()):
+    while len(chosen) < n and any(by_family[family] for family in families):
         for family in families:
             if by_family[family] and len(chosen) < n:
                 chosen.append(by_family[family].pop(0))
@@ -177,6 +178,8 @@ def run(run: Run, force: bool = False) -> dict[str, Any]:
                 except ValueError as error:
                     log.warning("no more fresh training instructions: %s", error)
                     break
+                # Ids restart in every round's sample: make them unique across rounds.
+                fresh = [dataclasses.replace(item, id=f"r{round_index}-{item.id}") for item in fresh]
                 fresh, removed = deduplicate(fresh)
                 duplicates_removed += removed
                 n_candidates += len(fresh)
@@ -211,8 +214,8 @@ def run(run: Run, force: bool = False) -> dict[str, Any]:
 
         n_sft = files.write_jsonl(ctx.path("sft.jsonl"), rows)
         n_eval = files.write_jsonl(ctx.path("eval_items.jsonl"), (item.to_record() for item in eval_items))
-        ctx.add_output("sft", ctx.path("sft.jsonl"), rows=n_sft)
-        ctx.add_output("eval_items", ctx.path("eval_items.jsonl"), rows=n_eval)
+        ctx.add_output("sft", ctx.path("sft.jsonl"), rows=n_sft, kind="sft")
+        ctx.add_output("eval_items", ctx.path("eval_items.jsonl"), rows=n_eval, kind="eval-items")
         ctx.summary.update(qc_summary(rows, tally, attempts_hist, dropped, duplicates_removed, n_candidates,
                                       data_cfg.n_examples, handle_tokens(rows, base_path, cfg)))
         if n_sft < data_cfg.n_examples:

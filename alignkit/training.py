@@ -96,7 +96,7 @@ def trainer_kwargs(train: TrainConfig, cfg: StudyConfig, output_dir: Path) -> di
     return {
         "output_dir": str(output_dir), "num_train_epochs": train.epochs,
         "per_device_train_batch_size": train.batch_size, "gradient_accumulation_steps": train.gradient_accumulation,
-        "learning_rate": train.learning_rate, "lr_scheduler_type": "cosine", "warmup_ratio": train.warmup_ratio,
+        "learning_rate": train.learning_rate, "lr_scheduler_type": "cosine", "warmup_steps": train.warmup_ratio,  # a float in [0, 1) is a ratio
         "weight_decay": train.weight_decay, "logging_steps": train.logging_steps, "logging_first_step": True,
         "save_strategy": "steps", "save_steps": train.save_steps, "save_total_limit": train.save_total_limit,
         "report_to": [] if train.report_to == "none" else [train.report_to], "seed": cfg.seed, "data_seed": cfg.seed,

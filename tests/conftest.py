@@ -9,3 +9,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Two cores are shared by torch's intra-op threads and anything else running; oversubscribed OpenMP threads
+# make small models 100x slower. Tests use one thread: results do not depend on it, timings stay stable.
+import torch  # noqa: E402
+
+torch.set_num_threads(1)

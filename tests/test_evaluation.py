@@ -221,6 +221,7 @@ def test_model_specs_refuses_adapter_on_changed_weights(fake_run) -> None:
         evaluation.model_specs(fake_run)
 
 
+@pytest.mark.slow  # five model loads, scoring, statistics and the report: ~3 s on an idle CPU, more under load
 def test_stage_runs_caches_and_reports(fake_run) -> None:
     manifest = evaluation.run(fake_run)
     assert manifest["status"] == "complete"
@@ -380,6 +381,10 @@ def test_headline_for_a_significant_winner_and_for_ties() -> None:
     tie = evaluation.build_results(tie_rows, models=["base", "sft", "sft_dpo"], criteria=["overall"], n_bootstrap=50)
     assert "sft and sft_dpo tie for the highest rate at 100.0%" in tie["headline"]
     assert "sft differs by +100.0 points" in tie["headline"] and "sft_dpo differs by +100.0 points" in tie["headline"]
+
+    nothing = [{**r, "overall": False} for r in rows]
+    zero = evaluation.build_results(nothing, models=["base", "sft"], criteria=["overall"], n_bootstrap=50)
+    assert "no model passes a single item" in zero["headline"] and "no winner" in zero["headline"]
 
     base_best = [{**r, "overall": r["model"] == "base"} for r in rows]
     flat = evaluation.build_results(base_best, models=["base", "sft"], criteria=["overall"], n_bootstrap=50)

@@ -141,7 +141,7 @@ def test_report_has_headline_tables_and_figures(run) -> None:
     assert "Pair margins per negative type" in text
     assert "87.5%" in text  # final reward accuracy from stage 05
     # Base wrapped vs raw, memory, reproducibility and disk sections.
-    assert "base (raw instruction)" in text
+    assert "base_raw (bare instruction)" in text
     assert "max models resident: 1" in text
     assert "What is reproducible, and under which seed" in text
     assert "Run size on disk" in text
@@ -168,7 +168,7 @@ def test_frames_for_the_notebook(run) -> None:
     results = report.load_results(run)
     table = report.criteria_frame(results)
     assert list(table.index) == [report.model_label(m) for m in MODELS]
-    assert table.loc["SFT → DPO", "overall"].startswith("83.3% [")
+    assert table.loc["sft_dpo", "overall"].startswith("83.3% [")
     contrasts = report.contrasts_frame(results, "overall")
     assert list(contrasts["contrast"]) == ["base → sft", "sft → sft_dpo", "base → dpo_only", "dpo_only → sft_dpo",
                                            "base → sft_dpo"]
