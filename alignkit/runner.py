@@ -82,11 +82,16 @@ def _failure(notebook: Path, executed: Path, error: Exception) -> NotebookFailed
     cell = "?"
     try:
         nb = json.loads(executed.read_text(encoding="utf-8"))
-        for index, c in enumerate(nb.get("cells", [])):
-            for output in c.get("outputs", []):
-                if output.get("output_type") == "error":
-                    cell = str(index)
-                    break
+        index = -1  # index in the source notebook: papermill's injected and error-banner cells do not count
+        for c in nb.get("cells", []):
+            tags = c.get("metadata", {}).get("tags", [])
+            if "injected-parameters" in tags or "papermill-error-cell-tag" in tags:
+                continue
+            index += 1
+            if any(o.get("output_type") == "error" for o in c.get("outputs", [])):
+                first_line = "".join(c.get("source", "")).strip().splitlines()[:1]
+                cell = f"{index} ({first_line[0][:60]!r})" if first_line else str(index)
+                break
     except (OSError, ValueError):
         pass
     ename = getattr(error, "ename", type(error).__name__)
