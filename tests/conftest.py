@@ -10,8 +10,34 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-# Two cores are shared by torch's intra-op threads and anything else running; oversubscribed OpenMP threads
-# make small models 100x slower. Tests use one thread: results do not depend on it, timings stay stable.
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# Two cores are shared by torch's intra-op threads and anything else running; oversubscribed OpenMP threads
+# make small models 100x slower. In-process tests use one thread: results do not depend on it, timings stay
+# stable. (Notebooks run in their own kernels with torch's defaults.)
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def smoke_env(tmp_path_factory):
+    """A temporary ALIGNKIT_HOME / ALIGNKIT_REPORTS for the whole session (the smoke base model is built once)."""
+    root = tmp_path_factory.mktemp("alignkit-smoke")
+    env = {"ALIGNKIT_HOME": str(root / "data"), "ALIGNKIT_REPORTS": str(root / "reports")}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield root
+    for key, value in old.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def smoke_run(smoke_env):
+    """Run every notebook once on the smoke preset; returns (run dir, report dir, notebook results)."""
+    from alignkit.runner import run_notebooks
+
+    results = run_notebooks("smoke", run_id="smoke", progress=False)
+    return smoke_env / "data" / "runs" / "smoke", smoke_env / "reports" / "smoke", results

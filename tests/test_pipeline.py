@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+
 import subprocess
 import sys
 from pathlib import Path
@@ -19,29 +20,6 @@ from alignkit import files, records
 from alignkit.config import STAGES
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def smoke_env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("alignkit-smoke")
-    env = {"ALIGNKIT_HOME": str(root / "data"), "ALIGNKIT_REPORTS": str(root / "reports")}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    yield root
-    for key, value in old.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
-@pytest.fixture(scope="session")
-def smoke_run(smoke_env):
-    """Run every notebook once on the smoke preset; returns (run dir, report dir, notebook results)."""
-    from alignkit.runner import run_notebooks
-
-    results = run_notebooks("smoke", run_id="smoke", progress=False)
-    return smoke_env / "data" / "runs" / "smoke", smoke_env / "reports" / "smoke", results
 
 
 def manifest(run_dir: Path, stage: str) -> dict:
@@ -144,3 +122,15 @@ def test_rerun_is_served_from_the_cache(smoke_run):
     run_notebooks("smoke", run_id="smoke", progress=False)
     after = {stage: manifest(run_dir, stage)["finished"] for stage in STAGES}
     assert before == after
+
+
+def test_same_seed_gives_byte_identical_data(smoke_run):
+    """A second fresh run of stages 01-04 (same preset and seed, a new run folder) writes the same bytes."""
+    run_dir, _, _ = smoke_run
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # same threads as the notebooks
+    subprocess.run([sys.executable, "-m", "alignkit", "stage", "--preset", "smoke", "--run-id", "determinism",
+                    "--stages", "01-04"], check=True, capture_output=True, env=env)
+    again = run_dir.parent / "determinism"
+    for relative in ("01_sft_data/sft.jsonl", "01_sft_data/eval_items.jsonl", "03_negatives/negatives.jsonl",
+                     "04_preference_pairs/pairs.jsonl"):
+        assert files.sha256_file(again / relative) == files.sha256_file(run_dir / relative), relative
