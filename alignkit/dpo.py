@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit import files, records
-from alignkit.runs import Run, execute_stage, fingerprint_path
+from alignkit.runs import Run, execute_stage, fingerprint_path, is_main_process
 from alignkit.tinybase import ensure_base
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,8 @@ def train_one(run: Run, ctx, name: str, init: tuple[Path, Path | None], pairs: l
     from trl import DPOConfig, DPOTrainer
 
     from alignkit.config import config_hash
-    from alignkit.training import (load_trainable, log_history, peft_config, prepare_checkpoints, save_trained,
-                                   trainer_kwargs)
+    from alignkit.training import (load_trainable, log_history, peft_config, prepare_checkpoints, record_rank,
+                                   save_trained, trainer_kwargs)
 
     cfg = run.config
     dpo = cfg.dpo
@@ -73,9 +73,13 @@ def train_one(run: Run, ctx, name: str, init: tuple[Path, Path | None], pairs: l
     started = time.monotonic()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.monotonic() - started
+    record_rank(trainer, ctx.dir, name)
+    trainer.accelerator.wait_for_everyone()
     history = log_history(trainer)
-    files.write_json(ctx.path(f"{name}_log_history.json"), history)
-    saved = save_trained(trainer.model, tokenizer, ctx.path(name), merge=False)
+    saved = None  # what rank 0 saved; other ranks save nothing
+    if is_main_process():
+        files.write_json(ctx.path(f"{name}_log_history.json"), history)
+        saved = save_trained(trainer.accelerator.unwrap_model(trainer.model), tokenizer, ctx.path(name), merge=False)
     last = [h for h in history if "rewards/accuracies" in h]
     final = last[-1] if last else {}
     del trainer, model
@@ -102,6 +106,8 @@ def run(run: Run, force: bool = False) -> dict[str, Any]:
         for name in RUNS:
             log.info("DPO run %s from %s", name, inits[name][0])
             summaries[name] = train_one(run, ctx, name, inits[name], pairs)
+            if not is_main_process():  # other torchrun ranks only train
+                continue
             ctx.add_output(name, ctx.path(name))
             ctx.add_output(f"{name}_log_history", ctx.path(f"{name}_log_history.json"))
         ctx.summary.update({"runs": summaries, "pairs": len(pairs), "method": cfg.dpo.method, "beta": cfg.dpo.beta,

@@ -215,6 +215,8 @@ class StageContext:
         ``kind`` (a :mod:`alignkit.records` kind) validates a JSONL output with the same checks the next
         stage applies to its inputs, so a stage never completes with data its successor would refuse.
         """
+        if not is_main_process():  # rank 0 writes and registers outputs
+            return
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path}: stage {self.stage} registered an output that does not exist")
@@ -226,6 +228,29 @@ class StageContext:
                 raise InvalidInputError(defects, kind)
         self.outputs[name] = {"path": str(path.relative_to(self.run.dir)), "sha256": fingerprint_path(path),
                               "rows": rows}
+
+
+def rank() -> int:
+    """This process's rank under torchrun / accelerate launch (0 when not distributed)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    """Number of processes under torchrun / accelerate launch (1 when not distributed)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """Only rank 0 writes manifests and outputs; other ranks train and wait."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op unless a torch.distributed process group is running)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 def _now() -> str:
@@ -246,7 +271,8 @@ def execute_stage(run: Run, stage: str, *, sections: tuple[str, ...], inputs: di
 
     ``sections`` are the config sections the stage depends on (``"seed"`` included by default);
     ``inputs`` are the files/folders it reads. The manifest is written last and atomically; a stage that
-    fails or is killed leaves ``status: running`` (or ``failed``), never ``complete``.
+    fails or is killed leaves ``status: running`` (or ``failed``), never ``complete``. Under torchrun /
+    accelerate launch every rank executes ``body`` and rank 0 alone writes the manifest.
     """
     stage = stage_name(stage)
     stage_dir = run.stage_dir(stage)
@@ -266,22 +292,30 @@ def execute_stage(run: Run, stage: str, *, sections: tuple[str, ...], inputs: di
 
     stage_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = stage_dir / MANIFEST
+    main = is_main_process()
     base = {"stage": stage, "run_id": run.run_id, "preset": run.config.preset, "seed": run.config.seed,
             "fingerprint": fingerprint, "config": config_part, "inputs": input_entries,
             "versions": library_versions(), "git_commit": git_commit(), "started": _now()}
     # Mark the stage as running before any work: a kill leaves no complete-looking manifest behind.
-    files.write_json(manifest_path, {**base, "status": "running"})
+    if main:
+        files.write_json(manifest_path, {**base, "status": "running"})
     ctx = StageContext(run=run, stage=stage, dir=stage_dir, force=force)
     started = time.monotonic()
     try:
         body(ctx)
     except BaseException as error:
-        files.write_json(manifest_path, {**base, "status": "failed", "error": f"{type(error).__name__}: {error}",
-                                         "finished": _now(), "seconds": round(time.monotonic() - started, 2)})
+        if main:
+            files.write_json(manifest_path, {**base, "status": "failed", "finished": _now(),
+                                             "error": f"{type(error).__name__}: {error}",
+                                             "seconds": round(time.monotonic() - started, 2)})
         raise
     manifest = {**base, "status": "complete", "outputs": ctx.outputs, "summary": ctx.summary,
                 "finished": _now(), "seconds": round(time.monotonic() - started, 2)}
-    files.write_json(manifest_path, manifest)
+    if main:
+        files.write_json(manifest_path, manifest)
+    barrier()
+    if not main:
+        return files.read_json(manifest_path)
     log.info("%s: complete in %.1f s", stage, manifest["seconds"])
     return manifest
 

@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from alignkit import files, records, template, world
-from alignkit.runs import Run, execute_stage
+from alignkit.runs import Run, execute_stage, is_main_process
 from alignkit.tinybase import ensure_base
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,9 @@ def train(run: Run, ctx, base_path, rows: list[dict]) -> dict[str, Any]:
     from trl import SFTConfig, SFTTrainer
 
     from alignkit.config import config_hash
-    from alignkit.training import (load_trainable, log_history, peft_config, prepare_checkpoints, save_trained,
-                                   trainer_kwargs)
+    from alignkit.runs import is_main_process
+    from alignkit.training import (load_trainable, log_history, peft_config, prepare_checkpoints, record_rank,
+                                   save_trained, trainer_kwargs)
 
     cfg = run.config
     train_cfg = cfg.sft
@@ -97,10 +98,14 @@ def train(run: Run, ctx, base_path, rows: list[dict]) -> dict[str, Any]:
     started = time.monotonic()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.monotonic() - started
+    record_rank(trainer, ctx.dir, "sft")
+    trainer.accelerator.wait_for_everyone()
     history = log_history(trainer)
-    files.write_json(ctx.path("log_history.json"), history)
-    saved = save_trained(trainer.model, tokenizer, ctx.path("model"),
-                         merge=train_cfg.method != "qlora" and train_cfg.merge_adapter)
+    saved = None  # what rank 0 saved; other ranks save nothing
+    if is_main_process():
+        files.write_json(ctx.path("log_history.json"), history)
+        saved = save_trained(trainer.accelerator.unwrap_model(trainer.model), tokenizer, ctx.path("model"),
+                             merge=train_cfg.method != "qlora" and train_cfg.merge_adapter)
     losses = [h["loss"] for h in history if "loss" in h]
     summary = {"method": train_cfg.method, "saved": saved, "resumed_from": resume.name if resume else None,
                "train_seconds": round(seconds, 1), "steps": trainer.state.global_step,
@@ -160,6 +165,8 @@ def run(run: Run, force: bool = False) -> dict[str, Any]:
         rows = records.load_records(sft_path, "sft")  # validated at the boundary, before any compute
         eval_items = records.load_records(eval_path, "eval-items")
         summary = train(run, ctx, base_path, rows)
+        if not is_main_process():  # other torchrun ranks only train
+            return
         ctx.add_output("model", ctx.path("model"))
         ctx.add_output("log_history", ctx.path("log_history.json"))
         adapter = ctx.path("model") if summary["saved"] == "adapter" else None

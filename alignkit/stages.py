@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from alignkit.runs import Run, stage_name
+from alignkit.runs import Run, stage_name, world_size
 
 #: stage -> module whose ``run(run, force)`` executes it.
 MODULES = {
@@ -17,8 +17,15 @@ MODULES = {
     "06_evaluation": "alignkit.evaluation",
 }
 
+#: Stages whose work is training and runs under torchrun / accelerate launch (every rank trains, rank 0 writes).
+DISTRIBUTED = ("02_sft_training", "05_dpo_training")
+
 
 def run_stage(run: Run, stage: str, force: bool = False) -> dict[str, Any]:
     """Run one stage (cached unless ``force``) and return its manifest."""
-    module = importlib.import_module(MODULES[stage_name(stage)])
+    stage = stage_name(stage)
+    if world_size() > 1 and stage not in DISTRIBUTED:
+        raise RuntimeError(f"{stage} runs in one process; launch only the training stages (02, 05) with "
+                           "torchrun/accelerate launch, and the others with `alignkit stage` or `alignkit run`")
+    module = importlib.import_module(MODULES[stage])
     return module.run(run, force=force)

@@ -40,12 +40,17 @@ def latest_checkpoint(folder: Path) -> Path | None:
 
 def prepare_checkpoints(folder: Path, fingerprint: str, force: bool) -> Path | None:
     """Make ``folder`` hold only checkpoints of this exact training job; return the one to resume from."""
+    from alignkit.runs import barrier, is_main_process
+
     marker = folder / "fingerprint.json"
-    if folder.exists() and (force or not marker.is_file() or files.read_json(marker).get("fingerprint") != fingerprint):
-        log.info("discarding checkpoints in %s (config or data changed, or --force)", folder)
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    files.write_json(marker, {"fingerprint": fingerprint})
+    if is_main_process():  # one rank decides; the others wait, then read the same folder
+        stale = not marker.is_file() or files.read_json(marker).get("fingerprint") != fingerprint
+        if folder.exists() and (force or stale):
+            log.info("discarding checkpoints in %s (config or data changed, or --force)", folder)
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        files.write_json(marker, {"fingerprint": fingerprint})
+    barrier()
     resume = latest_checkpoint(folder)
     if resume is not None:
         log.info("resuming from %s", resume)
@@ -110,6 +115,34 @@ def trainer_kwargs(train: TrainConfig, cfg: StudyConfig, output_dir: Path) -> di
 def log_history(trainer) -> list[dict[str, Any]]:
     """The trainer's logged metrics, one dict per logging step."""
     return [dict(entry) for entry in trainer.state.log_history]
+
+
+def weights_sha256(model) -> str:
+    """sha256 over a model's parameters (names and bytes, in order): what each DDP rank ends up with."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu").contiguous().view(-1).view(torch_uint8()).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def torch_uint8():
+    import torch
+
+    return torch.uint8
+
+
+def record_rank(trainer, folder: Path, name: str) -> None:
+    """Under torchrun, every rank writes what it trained (steps, samples, weights hash) for inspection."""
+    from alignkit.runs import rank, world_size
+
+    if world_size() > 1:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        files.write_json(folder / f"{name}_rank{rank()}.json", {
+            "rank": rank(), "world_size": world_size(), "global_step": trainer.state.global_step,
+            "weights_sha256": weights_sha256(model)})
 
 
 def save_trained(model, tokenizer, out: Path, *, merge: bool) -> str:
