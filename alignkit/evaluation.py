@@ -311,9 +311,9 @@ def generate_responses(specs: Mapping[str, ModelSpec], items: Sequence[world.Ite
                        out_dir: Path, *, progress: bool = True) -> dict[str, Any]:
     """Generate every model's responses to ``items``, one model resident at a time; returns the memory record.
 
-    Each model is loaded inside ``modeling.loaded`` (freed on exit), its responses are written to
-    ``out_dir/responses_<model>.jsonl`` and a sidecar ``responses_<model>.json`` (resume key, sha256 of the
-    responses file, memory numbers) before the next model loads. Models whose files are complete are skipped.
+    Each model is loaded inside ``modeling.loaded`` (freed on exit), and a sidecar ``responses_<model>.json``
+    (resume key, sha256 of the responses file, memory numbers) then ``out_dir/responses_<model>.jsonl`` are
+    written before the next model loads. Models whose files are complete are skipped.
 
     Memory per model: absolute RSS before loading (``rss_baseline_mb``), the highest RSS sampled every 20 ms
     during load + generation (``rss_peak_mb``) and their difference, RSS after release, and on a GPU the CUDA
@@ -365,11 +365,13 @@ def generate_responses(specs: Mapping[str, ModelSpec], items: Sequence[world.Ite
             "output_tokens": sum(r["output_tokens"] for r in rows),
             "end_rate": round(sum(r["emitted_end"] for r in rows) / len(rows), 4) if rows else None,
         }
-        path = responses_path(out_dir, name)
-        files.write_jsonl(path, rows)
-        # The sidecar is written last: a kill between the two writes leaves no sidecar, so the model is redone.
-        files.write_json(_sidecar_path(out_dir, name), {"key": key, "sha256": files.sha256_file(path),
+        # The sidecar (with the hash of the exact bytes) goes first and the responses file second, both atomic:
+        # once responses_<model>.jsonl exists the model is complete, and a kill between the two writes leaves
+        # no responses file, so the model is simply generated again.
+        text = "".join(files.to_json(row) + "\n" for row in rows)
+        files.write_json(_sidecar_path(out_dir, name), {"key": key, "sha256": files.sha256_text(text),
                                                         "model": name, "rows": len(rows), "memory": memory})
+        files.write_text(responses_path(out_dir, name), text)
         per_model[name] = {**memory, "resumed": False}
         log.info("%s: %d responses, END emitted in %s, peak RSS %.0f MB", name, len(rows), memory["end_rate"],
                  memory["rss_peak_mb"])

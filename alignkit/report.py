@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit import files, template
-from alignkit.config import STAGES
+from alignkit.config import FAMILIES, NEGATIVE_TYPES, STAGES
 from alignkit.runs import Run, StageInputError
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ OVERALL = "overall"
 #: Adjusted-p thresholds and their marks, strictest first.
 SIGNIFICANCE_MARKS: tuple[tuple[float, str], ...] = ((0.001, "***"), (0.01, "**"), (0.05, "*"))
 #: Longest response shown in an example card, in characters (the rest is counted, not hidden silently).
-EXAMPLE_CHARS = 480
+EXAMPLE_CHARS = 360
 
 CRITERION_LABELS = {
     "ends_with_end": "ends with END", "proper_structure": "proper structure", "no_rambling": "no rambling",
@@ -92,9 +92,17 @@ def significance_mark(p_adjusted: float | None) -> str:
     return ""
 
 
-def _model_rank(name: str) -> int:
-    order = list(MODEL_DESCRIPTIONS)
-    return order.index(name) if name in order else len(order)
+def _rank(name: str, order: Sequence[str]) -> tuple[int, str]:
+    """Sort key: position in ``order`` (JSON files store keys sorted), unknown names last.
+
+    >>> sorted(["verbose", "refusal", "zzz"], key=lambda t: _rank(t, ("refusal", "verbose")))
+    ['refusal', 'verbose', 'zzz']
+    """
+    return (list(order).index(name) if name in order else len(order), name)
+
+
+def _model_rank(name: str) -> tuple[int, str]:
+    return _rank(name, list(MODEL_DESCRIPTIONS))
 
 
 def criterion_label(name: str) -> str:
@@ -483,6 +491,15 @@ def _num(x: Any, digits: int = 3) -> Any:
     return "–" if x is None else x
 
 
+def _fixed(x: Any, digits: int = 1) -> str:
+    """A number with fixed decimals, ``–`` when absent.
+
+    >>> _fixed(826.8), _fixed(827), _fixed(None)
+    ('826.8', '827.0', '–')
+    """
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
 def _stage_01(summary: Mapping[str, Any]) -> tuple[list[tuple[str, Any]], list[dict[str, Any]]]:
     facts = [("SFT examples kept / wanted", f"{summary.get('kept')} / {summary.get('wanted')}"),
              ("candidates", summary.get("candidates")), ("acceptance rate", pct(summary.get("acceptance_rate"))),
@@ -490,7 +507,7 @@ def _stage_01(summary: Mapping[str, Any]) -> tuple[list[tuple[str, Any]], list[d
              ("dropped", ", ".join(f"{k}: {v}" for k, v in (summary.get("dropped") or {}).items()) or "none")]
     per_family = summary.get("per_family") or {}
     rows = [(f, v.get("candidates"), v.get("accepted"), v.get("dropped"), pct(v.get("acceptance_rate")), v.get("kept"))
-            for f, v in per_family.items()]
+            for f, v in sorted(per_family.items(), key=lambda kv: _rank(kv[0], FAMILIES))]
     tables = [_table(("family", "candidates", "accepted", "dropped", "acceptance", "kept"), rows,
                      "Best-of-N acceptance per family (verifier-checked)")] if rows else []
     return facts, tables
@@ -513,7 +530,7 @@ def _stage_03(summary: Mapping[str, Any]) -> tuple[list[tuple[str, Any]], list[d
     methods = summary.get("by_type_method") or {}
     rows = [(t, pct(declared.get(t)), pct(applied.get(t)), sum((methods.get(t) or {}).values()),
              ", ".join(f"{m}: {c}" for m, c in (methods.get(t) or {}).items()))
-            for t in dict.fromkeys([*declared, *applied])]
+            for t in sorted(dict.fromkeys([*declared, *applied]), key=lambda t: _rank(t, NEGATIVE_TYPES))]
     facts = [("negatives", summary.get("total")), ("dropped", summary.get("dropped_total")),
              ("SFT greedy END rate", pct(summary.get("sft_greedy_end_rate"))),
              ("SFT greedy correct rate", pct(summary.get("sft_greedy_correct_rate")))]
@@ -525,7 +542,7 @@ def _stage_04(summary: Mapping[str, Any]) -> tuple[list[tuple[str, Any]], list[d
     margins = summary.get("margins") or {}
     rows = [(t, (summary.get("types") or {}).get(t, m.get("n")), _num(m.get("mean")), _num(m.get("median")),
              _num(m.get("min")), _num(m.get("max")), pct(m.get("share_positive")))
-            for t, m in margins.items()]
+            for t, m in sorted(margins.items(), key=lambda kv: _rank(kv[0], NEGATIVE_TYPES))]
     overall = summary.get("margin_overall") or {}
     facts = [("pairs", summary.get("pairs")),
              ("mean margin (SFT log-prob chosen − rejected)", _num(overall.get("mean"))),
@@ -898,7 +915,9 @@ def _provenance_table(results: Mapping[str, Any]) -> dict[str, Any]:
     rows = []
     if prov.get("eval_items"):
         rows.append(("eval items", prov["eval_items"].get("path"), _short(prov["eval_items"].get("sha256"))))
-    for name, m in (prov.get("models") or {}).items():
+    models = prov.get("models") or {}
+    for name in sorted(models, key=_model_rank):
+        m = models[name]
         where = str(m.get("path")) + (f" + adapter {m['adapter']}" if m.get("adapter") else "")
         rows.append((f"model: {name} ({m.get('prompt_style')} prompt)", where, _short(m.get("sha256"))))
     for stage, entry in (prov.get("stages") or {}).items():
@@ -923,10 +942,10 @@ def _memory_table(results: Mapping[str, Any]) -> dict[str, Any]:
     per_model = (results.get("memory") or {}).get("per_model", {})
     for name in sorted(per_model, key=_model_rank):
         m = per_model[name]
-        rows.append((model_label(name), _num(m.get("load_seconds")), _num(m.get("generate_seconds")),
-                     _num(m.get("rss_baseline_mb"), 5), _num(m.get("rss_peak_mb"), 5),
-                     _num(m.get("rss_peak_over_baseline_mb"), 5), _num(m.get("rss_after_release_mb"), 5),
-                     _num(m.get("cuda_max_allocated_mb"), 5), "resumed" if m.get("resumed") else "generated"))
+        mb = [_fixed(m.get(k)) for k in ("rss_baseline_mb", "rss_peak_mb", "rss_peak_over_baseline_mb",
+                                         "rss_after_release_mb", "cuda_max_allocated_mb")]
+        rows.append((model_label(name), _fixed(m.get("load_seconds"), 2), _fixed(m.get("generate_seconds"), 2), *mb,
+                     "resumed" if m.get("resumed") else "generated"))
     return _table(("model", "load s", "generate s", "RSS before MB", "RSS peak MB", "peak − before MB",
                    "RSS after release MB", "CUDA max alloc MB", ""), rows)
 

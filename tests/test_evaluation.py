@@ -91,6 +91,8 @@ def test_generate_one_model_at_a_time_writes_valid_files(tiny_dirs, items, tmp_p
     assert memory["models_loaded_this_process"] == 3
     assert memory["resumed_models"] == []
     for name, spec in specs.items():
+        sidecar = files.read_json(tmp_path / f"responses_{name}.json")
+        assert sidecar["sha256"] == files.sha256_file(tmp_path / f"responses_{name}.jsonl")
         rows, defects = records.validate_file(tmp_path / f"responses_{name}.jsonl", "responses")
         assert defects == []
         assert [r["item_id"] for r in rows] == [item.id for item in items]
@@ -137,7 +139,7 @@ def test_resume_skips_only_complete_current_models(tiny_dirs, items, tmp_path) -
     assert third["resumed_models"] == ["base"]
     assert len(files.read_jsonl(tmp_path / "responses_base_raw.jsonl")) == len(items)
 
-    # A missing sidecar (killed between the two writes) means the model is generated again.
+    # A missing sidecar (deleted by hand; a kill cannot leave a responses file without one) means regenerate.
     (tmp_path / "responses_base.json").unlink()
     assert evaluation.generate_responses(specs, items, cfg, tmp_path, progress=False)["resumed_models"] == ["base_raw"]
 
