@@ -249,6 +249,8 @@ class EvalConfig:
     """Stage 06: sequential generation, scoring and statistics."""
 
     models: tuple[str, ...] = EVAL_MODELS
+    #: ``hf`` = alignkit's batched Hugging Face engine; ``vllm`` = vLLM on a CUDA GPU (optional install).
+    backend: Literal["hf", "vllm"] = "hf"
     max_new_tokens: int = 64
     batch_size: int = 32
     n_bootstrap: int = 2000

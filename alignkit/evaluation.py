@@ -22,6 +22,7 @@ Outputs in ``06_evaluation/``: ``responses_<model>.jsonl`` (+ ``.json`` sidecar:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -307,6 +308,25 @@ def completed_responses(out_dir: Path, name: str, item_ids: Sequence[str], promp
     return sidecar
 
 
+@contextlib.contextmanager
+def generator(spec: ModelSpec, cfg: StudyConfig, name: str, progress: bool):
+    """Load one model with the configured backend and yield ``generate_all(prompts, config)``; on exit the
+    model is released (``evaluation.backend``: ``hf`` = alignkit's batched engine, ``vllm`` = vLLM on a GPU)."""
+    if cfg.evaluation.backend == "vllm":
+        from alignkit.vllm_backend import VLLMGenerator
+
+        engine = VLLMGenerator.load(spec.path, cfg.model, adapter=spec.adapter)
+        try:
+            yield engine.generate
+        finally:
+            del engine
+            modeling.release()
+        return
+    with modeling.loaded(spec.path, cfg.model, adapter=spec.adapter, quantize_4bit=spec.quantize_4bit) as handle:
+        yield lambda prompts, gen_cfg: generate(handle.model, handle.tokenizer, prompts, gen_cfg,
+                                                desc=f"evaluating {name}", progress=progress)
+
+
 def generate_responses(specs: Mapping[str, ModelSpec], items: Sequence[world.Item], cfg: StudyConfig,
                        out_dir: Path, *, progress: bool = True) -> dict[str, Any]:
     """Generate every model's responses to ``items``, one model resident at a time; returns the memory record.
@@ -344,12 +364,10 @@ def generate_responses(specs: Mapping[str, ModelSpec], items: Sequence[world.Ite
             cuda.reset_peak_memory_stats()
         started = time.monotonic()
         with RSSMonitor() as monitor:
-            with modeling.loaded(spec.path, cfg.model, adapter=spec.adapter,
-                                 quantize_4bit=spec.quantize_4bit) as handle:
+            with generator(spec, cfg, name, progress) as generate_all:
                 loaded_at = time.monotonic()
                 resident_while_loaded = modeling.TRACKER.resident()
-                outputs = generate(handle.model, handle.tokenizer, prompts, gen_cfg, desc=f"evaluating {name}",
-                                   progress=progress)
+                outputs = generate_all(prompts, gen_cfg)
             generated_at = time.monotonic()
         rows = [response_record(name, item_id, out) for item_id, out in zip(item_ids, outputs)]
         del outputs

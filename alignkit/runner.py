@@ -106,7 +106,13 @@ def run_notebooks(preset: str = "tiny", *, config_file: str | None = None, overr
     """Execute the selected stage notebooks in order; return where each executed copy and HTML went."""
     import papermill
 
+    from alignkit.runs import home
+
     cfg = resolve(preset, config_file, overrides)  # fail fast on a bad config, before any kernel starts
+    # Kernels run in notebooks/ and inherit the environment: pin both roots as absolute paths, so a relative
+    # ALIGNKIT_HOME given to the CLI means the same folder inside every notebook.
+    os.environ["ALIGNKIT_HOME"] = str(home())
+    os.environ["ALIGNKIT_REPORTS"] = str(reports_root())
     run = Run(run_id=check_run_id(run_id or preset), config=cfg)
     kernel = ensure_kernel()
     wanted = stage_range(stages)
@@ -127,7 +133,7 @@ def run_notebooks(preset: str = "tiny", *, config_file: str | None = None, overr
         started = time.monotonic()
         try:
             papermill.execute_notebook(str(notebook), str(executed), parameters=parameters, kernel_name=kernel,
-                                       cwd=str(folder), progress_bar=progress, log_output=False)
+                                       cwd=str(folder), progress_bar=progress, log_output=progress)
         except papermill.PapermillExecutionError as error:
             raise _failure(notebook, executed, error) from None
         export_html(executed, html)

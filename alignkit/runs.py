@@ -40,14 +40,23 @@ class StageInputError(RuntimeError):
     """A stage's inputs are missing or incomplete; the message says which stage to run first."""
 
 
+def _default_base() -> Path:
+    """The checkout's root when alignkit runs from one (so notebooks, whose working directory is
+    ``notebooks/``, and the CLI agree on ``data/``), else the current directory (an installed package)."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").is_file() and (root / "notebooks").is_dir() else Path.cwd()
+
+
 def home() -> Path:
-    """``$ALIGNKIT_HOME`` (default ``./data``): runs, built base models, caches."""
-    return Path(os.environ.get("ALIGNKIT_HOME", "data")).resolve()
+    """``$ALIGNKIT_HOME`` (default: ``data/`` of the checkout): runs, built base models, caches."""
+    env = os.environ.get("ALIGNKIT_HOME")
+    return Path(env).expanduser().resolve() if env else _default_base() / "data"
 
 
 def reports_root() -> Path:
-    """``$ALIGNKIT_REPORTS`` (default ``./reports``): one folder of rendered report per run."""
-    return Path(os.environ.get("ALIGNKIT_REPORTS", "reports")).resolve()
+    """``$ALIGNKIT_REPORTS`` (default: ``reports/`` of the checkout): one folder of rendered report per run."""
+    env = os.environ.get("ALIGNKIT_REPORTS")
+    return Path(env).expanduser().resolve() if env else _default_base() / "reports"
 
 
 def check_run_id(run_id: str) -> str:
