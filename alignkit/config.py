@@ -64,6 +64,9 @@ class ModelConfig:
     def check(self) -> None:
         if not self.base.strip():
             raise ConfigError("model.base: expected a model name, folder or Hub id; got an empty string")
+        if not Path(self.base).is_absolute() and ".." in Path(self.base).parts:
+            raise ConfigError(f"model.base: {self.base!r} climbs out of the working folder with '..'; "
+                              "give an absolute path if the model really lives there")
         if self.dtype == "float16" and self.device == "cpu":
             raise ConfigError("model.dtype: float16 is not supported for training on the CPU; use float32 or bfloat16")
 

@@ -49,9 +49,9 @@ def test_defaults_are_the_design_numbers():
 
 
 def test_precedence_defaults_preset_user_yaml_overrides(tmp_path):
-    # sft.epochs: default 3.0 < smoke preset 2 < user YAML 4 < override 5.
-    assert StudyConfig().sft.epochs == 3.0
-    assert resolve("smoke").sft.epochs == 2.0
+    # base_build.steps: default 600 < smoke preset 300; sft.epochs: preset < user YAML 4 < override 5.
+    assert StudyConfig().base_build.steps == 600
+    assert resolve("smoke").base_build.steps == 300
     user = write_yaml(tmp_path, "sft:\n  epochs: 4\n")
     assert resolve("smoke", user).sft.epochs == 4.0
     cfg = resolve("smoke", user, ["sft.epochs=5"])
@@ -69,7 +69,7 @@ def test_layers_merge_per_key_not_per_section(tmp_path):
     assert cfg.sft.batch_size == 3
     # From the preset, in the same sections the user YAML touched.
     assert cfg.sft.save_steps == 10
-    assert cfg.base_build.hidden_size == 96
+    assert cfg.base_build.n_documents == 3000
     # From the dataclass defaults (neither preset nor user sets them).
     assert cfg.sft.learning_rate == 5e-4
     assert cfg.base_build.vocab_size == 1024
@@ -242,8 +242,8 @@ def test_list_value_checks(override, expected):
     ("sft_data.top_p=1.5", "sft_data.top_p: expected in (0, 1]"),
     ("negatives.temperature=0", "negatives.temperature: expected > 0"),
     ("sft_data.candidate_factor=0.5", "sft_data.candidate_factor: expected >= 1.0"),
-    ("base_build.num_heads=5", "base_build.hidden_size: 192 is not divisible by base_build.num_heads=5"),
-    ("base_build.seq_len=512", "base_build.seq_len: 512 exceeds base_build.max_position=256"),
+    ("base_build.num_heads=5", "base_build.hidden_size: 128 is not divisible by base_build.num_heads=5"),
+    ("base_build.seq_len=1024", "base_build.seq_len: 1024 exceeds base_build.max_position=512"),
     ("base_build.vocab_size=100", "base_build.vocab_size: expected at least 300"),
     ("model.base=  ", "model.base: expected a model name"),
 ])
@@ -538,3 +538,9 @@ def test_to_dict_and_section_are_plain_json():
     assert cfg.section("sft") == data["sft"]
     assert cfg.section("seed") == {"seed": 0}
     assert cfg.section("preset") == {"preset": "tiny"}
+
+
+def test_relative_model_path_cannot_climb_out_with_dotdot():
+    with pytest.raises(config.ConfigError, match="model.base"):
+        config.resolve("smoke", overrides=["model.base=../../elsewhere/model"])
+    assert config.resolve("smoke", overrides=["model.base=/abs/../model"]).model.base == "/abs/../model"
