@@ -168,6 +168,7 @@ def run(run: Run, force: bool = False) -> dict[str, Any]:
         tally: dict[str, Counter] = defaultdict(Counter)
         duplicates_removed, n_candidates = 0, 0
         with modeling.loaded(base_path, cfg.model) as handle:
+            modeling.check_base_model(cfg.model.base, cfg.model, handle.tokenizer)  # no chat template: a true base
             for round_index in range(MAX_ROUNDS):
                 missing = data_cfg.n_examples - len(accepted)
                 if missing <= 0:

@@ -57,8 +57,7 @@ def cached_manifest(folder: Path, fingerprint: str) -> dict[str, Any] | None:
 def ensure_base(cfg: StudyConfig, *, force: bool = False, root: Path | None = None) -> Path:
     """Return the base model folder (or Hub id) for ``cfg``, building the embedded one when needed."""
     if not cfg.embedded_base:
-        local = Path(cfg.model.base).expanduser()
-        return local.resolve() if local.exists() else Path(cfg.model.base)
+        return external_base(cfg)
     folder = model_dir(cfg.model.base, root)
     fingerprint = build_fingerprint(cfg.base_build, cfg.world.families)
     if not force and cached_manifest(folder, fingerprint) is not None:
@@ -66,6 +65,33 @@ def ensure_base(cfg: StudyConfig, *, force: bool = False, root: Path | None = No
         return folder
     build(cfg.base_build, cfg.world.families, folder, fingerprint=fingerprint)
     return folder
+
+
+def external_base(cfg: StudyConfig) -> Path:
+    """A local folder or Hub id as the base model, checked before any stage uses it.
+
+    A local path must exist and hold a causal LM (``config.json`` whose architectures end in ``ForCausalLM``);
+    instruction-tuned checkpoints are refused by name unless ``model.allow_instruct`` (see
+    :func:`alignkit.modeling.check_base_model`, which also refuses tokenizers with a chat template).
+    """
+    from alignkit.config import ConfigError
+    from alignkit.modeling import check_base_model
+
+    name = cfg.model.base
+    local = Path(name).expanduser()
+    check_base_model(name, cfg.model)
+    if local.exists():
+        config_path = local / "config.json"
+        if not config_path.is_file():
+            raise ConfigError(f"model.base: {local} has no config.json; expected a Hugging Face model folder")
+        architectures = files.read_json(config_path).get("architectures") or []
+        if not any(a.endswith("ForCausalLM") for a in architectures):
+            raise ConfigError(f"model.base: {local} is not a causal LM (architectures: {architectures}); "
+                              "the study needs an AutoModelForCausalLM base model")
+        return local.resolve()
+    if local.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1:
+        raise ConfigError(f"model.base: folder {name!r} does not exist (and it is not a Hub id like 'org/name')")
+    return Path(name)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -322,3 +322,29 @@ def test_build_is_deterministic_for_a_seed(built, tmp_path: Path) -> None:
     assert again["few_shot"] == manifest["few_shot"]
     assert files.sha256_file(tmp_path / "other" / "model.safetensors") != same
     assert other["fingerprint"] != manifest["fingerprint"]
+
+
+def test_external_base_models_are_checked_before_use(tmp_path, monkeypatch):
+    from alignkit import config as config_module
+    from alignkit import files as files_module
+    from alignkit.tinybase import external_base
+
+    def cfg(base, *extra):
+        return config_module.resolve("smoke", overrides=[f"model.base={base}", *extra])
+
+    with pytest.raises(config_module.ConfigError, match="does not exist"):
+        external_base(cfg(str(tmp_path / "missing")))
+    folder = tmp_path / "enc"
+    folder.mkdir()
+    with pytest.raises(config_module.ConfigError, match="no config.json"):
+        external_base(cfg(str(folder)))
+    files_module.write_json(folder / "config.json", {"architectures": ["BertForMaskedLM"]})
+    with pytest.raises(config_module.ConfigError, match="not a causal LM"):
+        external_base(cfg(str(folder)))
+    files_module.write_json(folder / "config.json", {"architectures": ["LlamaForCausalLM"]})
+    assert external_base(cfg(str(folder))) == folder.resolve()
+    with pytest.raises(config_module.ConfigError, match="instruction-tuned"):
+        external_base(cfg("Qwen/Qwen2.5-7B-Instruct"))
+    assert str(external_base(cfg("Qwen/Qwen2.5-7B-Instruct", "model.allow_instruct=true"))) == \
+        "Qwen/Qwen2.5-7B-Instruct"
+    assert str(external_base(cfg("Qwen/Qwen2.5-7B"))) == "Qwen/Qwen2.5-7B"
