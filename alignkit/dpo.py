@@ -80,8 +80,9 @@ def train_one(run: Run, ctx, name: str, init: tuple[Path, Path | None], pairs: l
     if is_main_process():
         files.write_json(ctx.path(f"{name}_log_history.json"), history)
         saved = save_trained(trainer.accelerator.unwrap_model(trainer.model), tokenizer, ctx.path(name), merge=False)
-    last = [h for h in history if "rewards/accuracies" in h]
-    final = last[-1] if last else {}
+    # Per-step logs carry loss and rewards; the trainer's closing summary entry has rewards but no loss.
+    steps = [h for h in history if "loss" in h and "rewards/accuracies" in h]
+    final = steps[-1] if steps else {}
     del trainer, model
     from alignkit.modeling import release
 
