@@ -239,6 +239,7 @@ def test_ensure_base_uses_home_by_default(tmp_path: Path, counting_build: list) 
 def test_ensure_base_never_builds_for_a_local_folder_or_hub_id(tmp_path: Path, counting_build: list) -> None:
     local = tmp_path / "my-base"
     local.mkdir()
+    (local / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
     cfg = resolve("smoke", overrides=[f"model.base={local}"])
     assert tinybase.ensure_base(cfg) == local.resolve()
     hub = resolve("smoke", overrides=["model.base=Qwen/Qwen2.5-0.5B"])
