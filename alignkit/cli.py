@@ -35,8 +35,15 @@ def _resolve(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from alignkit.runner import run_notebooks
+    from alignkit.config import resolve
+    from alignkit.runner import run_notebooks, run_seeds
 
+    if resolve(args.preset, args.config_file, args.overrides).seeds:
+        per_seed = run_seeds(args.preset, config_file=args.config_file, overrides=args.overrides,
+                             stages=args.stages, run_id=args.run_id, force=args.force, progress=not args.quiet)
+        for seed, results in per_seed.items():
+            print(f"seed {seed}: {results[-1].html.parent if results else 'no notebooks'}")
+        return 0
     results = run_notebooks(args.preset, config_file=args.config_file, overrides=args.overrides,
                             stages=args.stages, run_id=args.run_id, force=args.force, progress=not args.quiet)
     for result in results:

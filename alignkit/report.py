@@ -15,6 +15,7 @@ leaves figures behind in a notebook.
 from __future__ import annotations
 
 import datetime as dt
+import html
 import logging
 import math
 from collections import defaultdict
@@ -1046,3 +1047,35 @@ def _yaml(config: Mapping[str, Any]) -> str:
 __all__ = ["build", "contrasts_frame", "criteria_frame", "curves_figure", "examples_frame", "family_figure",
            "family_frame", "heatmap_figure", "load_results", "memory_frame", "overall_figure", "pick_examples",
            "run_examples", "significance_mark"]
+
+
+def build_spread(run_id: str, seed_runs: Mapping[int, str]) -> Path:
+    """``seeds: [..]``: each model's overall pass rate per seed, with mean, SD and range, as
+    ``reports/<run_id>/spread.json`` and ``spread.html``."""
+    from alignkit.runs import reports_root
+    from alignkit.stats import seed_spread
+
+    per_seed = {}
+    for seed, seed_run in seed_runs.items():
+        results = files.read_json(reports_root() / seed_run / "results.json")
+        per_seed[seed] = {model: block["criteria"][OVERALL]["rate"] for model, block in results["models"].items()}
+    spread = seed_spread(per_seed)
+    out_dir = reports_root() / run_id
+    files.write_json(out_dir / "spread.json", {"criterion": OVERALL, "runs": dict(seed_runs), "spread": spread})
+    rows = "".join(
+        f"<tr><td>{html.escape(model)}</td><td>{s['n_seeds']}</td><td>{pct(s['mean'])}</td><td>{pct(s['sd'])}</td>"
+        f"<td>{pct(s['min'])} – {pct(s['max'])}</td><td>"
+        + ", ".join(f"seed {seed}: {pct(v)}" for seed, v in s["values"].items()) + "</td></tr>"
+        for model, s in spread.items())
+    links = " · ".join(f'<a href="../{html.escape(r)}/report.html">seed {seed}</a>' for seed, r in seed_runs.items())
+    page = (f"<!doctype html><meta charset='utf-8'><title>{html.escape(run_id)}: spread over seeds</title>"
+            "<style>body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:60rem;color:#1d2433}"
+            "table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #dde;padding:.4rem .6rem;"
+            "text-align:left}th{background:#f2f4f8}</style>"
+            f"<h1>Spread over training seeds — {html.escape(run_id)}</h1>"
+            f"<p>Overall pass rate (every applicable criterion passes) per model, one full study per seed. "
+            f"Reports: {links}</p><table><tr><th>model</th><th>seeds</th><th>mean</th><th>SD</th><th>range</th>"
+            f"<th>per seed</th></tr>{rows}</table>")
+    path = files.write_text(out_dir / "spread.html", page)
+    log.info("spread over seeds: %s", path)
+    return path

@@ -14,7 +14,7 @@ Functions are pure: inputs are never modified, and the only randomness (the boot
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -381,3 +381,26 @@ def compare(
         "n10": n10,
         "n": n,
     }
+
+
+def seed_spread(per_seed: Mapping[int, Mapping[str, float | None]]) -> dict[str, dict[str, Any]]:
+    """Spread of one number per model over training seeds: mean, sample SD, min, max and the values.
+
+    ``per_seed`` maps seed -> {model: value}; models missing for a seed (or None) are left out of that model's
+    spread.
+
+    >>> seed_spread({0: {"sft": 0.3}, 1: {"sft": 0.5}})["sft"]
+    {'n_seeds': 2, 'mean': 0.4, 'sd': 0.1414, 'min': 0.3, 'max': 0.5, 'values': {0: 0.3, 1: 0.5}}
+    """
+    models = sorted({m for values in per_seed.values() for m in values})
+    spread: dict[str, dict[str, Any]] = {}
+    for model in models:
+        values = {seed: v[model] for seed, v in sorted(per_seed.items()) if v.get(model) is not None}
+        xs = list(values.values())
+        if not xs:
+            continue
+        mean = sum(xs) / len(xs)
+        sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+        spread[model] = {"n_seeds": len(xs), "mean": round(mean, 4), "sd": round(sd, 4), "min": min(xs),
+                         "max": max(xs), "values": values}
+    return spread

@@ -70,3 +70,15 @@ def test_a_failing_notebook_is_named_with_its_cell_and_exception(tmp_path, monke
     errors = [o for c in json.loads(executed.read_text())["cells"] for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert [e["ename"] for e in errors] == ["ValueError"]
+
+
+def test_seeds_repeat_the_whole_study_per_seed_and_report_the_spread(monkeypatch):
+    from alignkit import report, runner
+
+    calls, spreads = [], []
+    monkeypatch.setattr(runner, "run_notebooks", lambda preset, **kw: calls.append((preset, kw)) or [])
+    monkeypatch.setattr(report, "build_spread", lambda run_id, runs: spreads.append((run_id, runs)))
+    runner.run_seeds("smoke", overrides=["seeds=[3, 4]"], run_id="study")
+    assert [kw["run_id"] for _, kw in calls] == ["study-seed3", "study-seed4"]
+    assert calls[0][1]["overrides"] == ["seeds=[3, 4]", "seed=3", "seeds=[]"]
+    assert spreads == [("study", {3: "study-seed3", 4: "study-seed4"})]

@@ -177,3 +177,18 @@ def test_frames_for_the_notebook(run) -> None:
 
 def test_significance_marks_follow_adjusted_p() -> None:
     assert [report.significance_mark(p) for p in (0.0009, 0.009, 0.049, 0.05)] == ["***", "**", "*", ""]
+
+
+def test_build_spread_over_seeds(tmp_path, monkeypatch):
+    """seeds: [..] -> spread.json/spread.html with each model's overall rate per seed, mean, SD and range."""
+    from alignkit import files, report
+
+    monkeypatch.setenv("ALIGNKIT_REPORTS", str(tmp_path))
+    for seed, rate in ((0, 0.3), (1, 0.5)):
+        files.write_json(tmp_path / f"r-seed{seed}" / "results.json",
+                         {"models": {"sft": {"criteria": {"overall": {"rate": rate}}}}})
+    path = report.build_spread("r", {0: "r-seed0", 1: "r-seed1"})
+    spread = files.read_json(tmp_path / "r" / "spread.json")["spread"]["sft"]
+    # mean (0.3 + 0.5) / 2 = 0.4; SD = sqrt(((0.1)^2 + (0.1)^2) / 1) = 0.1414
+    assert (spread["mean"], spread["sd"], spread["min"], spread["max"]) == (0.4, 0.1414, 0.3, 0.5)
+    assert "seed 1" in path.read_text() and "r-seed0/report.html" in path.read_text()
