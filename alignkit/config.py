@@ -167,8 +167,13 @@ class TrainConfig:
     save_total_limit: int = 2
     #: Tracking pass-through for the HF Trainer (``none``, ``tensorboard``, ``wandb``).
     report_to: Literal["none", "tensorboard", "wandb"] = "none"
+    #: Upload checkpoints and the final model to the Hugging Face Hub (needs network and a token); off.
+    push_to_hub: bool = False
+    hub_model_id: str = ""
 
     def check(self, section: str) -> None:
+        if self.push_to_hub and not self.hub_model_id.strip():
+            raise ConfigError(f"{section}.hub_model_id: push_to_hub=true needs a repository id like 'me/alignkit-sft'")
         _positive(self, section, ("batch_size", "gradient_accumulation", "max_length", "lora_r", "lora_alpha",
                                    "logging_steps", "save_steps", "save_total_limit"))
         if not self.learning_rate > 0:

@@ -108,7 +108,7 @@ def trainer_kwargs(train: TrainConfig, cfg: StudyConfig, output_dir: Path) -> di
         "bf16": cfg.model.dtype == "bfloat16", "fp16": cfg.model.dtype == "float16",
         "use_cpu": device == "cpu", "gradient_checkpointing": train.gradient_checkpointing,
         "optim": "adamw_torch", "dataloader_num_workers": 0, "max_length": train.max_length,
-        "push_to_hub": False,
+        "push_to_hub": train.push_to_hub, "hub_model_id": train.hub_model_id or None,
     }
 
 

@@ -544,3 +544,10 @@ def test_relative_model_path_cannot_climb_out_with_dotdot():
     with pytest.raises(config.ConfigError, match="model.base"):
         config.resolve("smoke", overrides=["model.base=../../elsewhere/model"])
     assert config.resolve("smoke", overrides=["model.base=/abs/../model"]).model.base == "/abs/../model"
+
+
+def test_push_to_hub_is_off_by_default_and_needs_a_repository_id():
+    assert config.resolve("tiny").sft.push_to_hub is False
+    with pytest.raises(config.ConfigError, match="dpo.hub_model_id"):
+        config.resolve("tiny", overrides=["dpo.push_to_hub=true"])
+    assert config.resolve("tiny", overrides=["sft.push_to_hub=true", "sft.hub_model_id=me/x"]).sft.push_to_hub
