@@ -18,6 +18,8 @@ from alignkit.runs import home
 
 #: Free disk below which a run is likely to fail (checkpoints + models), in GiB.
 MIN_FREE_GIB = 5.0
+#: Where RunPod mounts a pod's persistent network volume (``$ALIGNKIT_VOLUME`` overrides it).
+RUNPOD_VOLUME = os.sep + "workspace"
 
 
 @dataclass(frozen=True)
@@ -62,9 +64,10 @@ def checks() -> list[Check]:
                        + ("" if free >= MIN_FREE_GIB else f"; need at least {MIN_FREE_GIB:.0f} GiB")))
     hf_home = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
     found.append(Check("HF_HOME", True, f"{hf_home} (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')})"))
-    if os.path.isdir("/workspace") and not hf_home.startswith("/workspace"):
-        found.append(Check("HF_HOME on the volume", False, "a RunPod volume is mounted at /workspace but HF_HOME is "
-                           "elsewhere: models are lost when the pod stops; export HF_HOME=/workspace/hf"))
+    volume = os.environ.get("ALIGNKIT_VOLUME", RUNPOD_VOLUME)
+    if os.environ.get("RUNPOD_POD_ID") and os.path.isdir(volume) and not hf_home.startswith(volume):
+        found.append(Check("HF_HOME on the volume", False, f"a RunPod volume is mounted at {volume} but HF_HOME is "
+                           f"elsewhere: downloaded models are lost when the pod stops; export HF_HOME={volume}/hf"))
     return found
 
 
