@@ -26,22 +26,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from alignkit import template
+from alignkit.config import FAMILIES, NEGATIVE_TYPES
 
-#: The task families of the embedded world, in the order ``alignkit.world.FAMILY_NAMES`` lists them
-#: (a test keeps the two equal). ``open_ended`` is the only family without a reference answer.
-KNOWN_FAMILIES: tuple[str, ...] = (
-    "arithmetic",
-    "capitals",
-    "word_transform",
-    "list_category",
-    "comparison",
-    "constraint",
-    "open_ended",
-)
+#: The task families of the embedded world (one definition, in :mod:`alignkit.config`).
+KNOWN_FAMILIES: tuple[str, ...] = FAMILIES
 #: The one family whose items have no reference answer (no factual-correctness check).
 OPEN_ENDED_FAMILY = "open_ended"
 #: The five kinds of rejected responses the negatives stage builds.
-NEGATIVE_TYPES: tuple[str, ...] = ("refusal", "format", "incorrect", "off_topic", "verbose")
 
 #: How many defects :class:`InvalidInputError`'s message lists before "... and N more".
 MAX_DEFECTS_IN_MESSAGE = 20

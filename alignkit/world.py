@@ -33,17 +33,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from alignkit.config import FAMILIES
+
 logger = logging.getLogger(__name__)
 
-FAMILY_NAMES: tuple[str, ...] = (
-    "arithmetic",
-    "capitals",
-    "word_transform",
-    "list_category",
-    "comparison",
-    "constraint",
-    "open_ended",
-)
+#: The families, in their canonical order (one definition, in :mod:`alignkit.config`).
+FAMILY_NAMES: tuple[str, ...] = FAMILIES
 
 #: Jaccard similarity of content tokens at or above which two instructions count as near-duplicates.
 #: Instructions in this world have at most three content tokens, so two *different* tasks that share a frame
