@@ -20,7 +20,7 @@ from pathlib import Path
 
 from alignkit import files
 from alignkit.config import STAGES, resolve
-from alignkit.runs import Run, check_run_id, reports_root, stage_range
+from alignkit.runs import Run, check_run_id, is_cached, reports_root, stage_range
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,19 @@ def _failure(notebook: Path, executed: Path, error: Exception) -> NotebookFailed
                           f"(executed copy with the traceback: {executed})")
 
 
+def _still_current(notebook: Path, executed: Path, html: Path) -> bool:
+    """The executed copy and its HTML exist, ran without error, and are newer than the notebook's source."""
+    if not (executed.is_file() and html.is_file()):
+        return False
+    if executed.stat().st_mtime < notebook.stat().st_mtime or html.stat().st_mtime < executed.stat().st_mtime:
+        return False
+    try:
+        cells = json.loads(executed.read_text(encoding="utf-8")).get("cells", [])
+    except (OSError, ValueError):
+        return False
+    return not any(o.get("output_type") == "error" for c in cells for o in c.get("outputs", []))
+
+
 def run_notebooks(preset: str = "tiny", *, config_file: str | None = None, overrides: list[str] | None = None,
                   stages: str = "all", run_id: str | None = None, force: bool = False,
                   progress: bool = True) -> list[NotebookResult]:
@@ -129,6 +142,11 @@ def run_notebooks(preset: str = "tiny", *, config_file: str | None = None, overr
         executed = run.stage_dir(stage) / f"{stage}.ipynb"
         executed.parent.mkdir(parents=True, exist_ok=True)
         html = reports_root() / run.run_id / f"{stage}.html"
+        if not force and _still_current(notebook, executed, html) and is_cached(run, stage):
+            # Same config and inputs as the executed copy beside it: its outputs and HTML are still current.
+            log.info("%s: cached; notebook not executed again (use --force to redo it)", stage)
+            results.append(NotebookResult(stage, executed, html, 0.0))
+            continue
         log.info("running %s (run %s, preset %s)", notebook.name, run.run_id, preset)
         started = time.monotonic()
         try:

@@ -266,6 +266,27 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def stage_fingerprint(config_part: dict[str, Any], input_hashes: dict[str, str]) -> str:
+    """What decides a stage's outputs: its config sections, its inputs' sha256, and alignkit's version (a
+    release that changes how a stage works redoes it)."""
+    return config_hash({"config": config_part, "inputs": input_hashes, "alignkit": __version__})
+
+
+def is_cached(run: Run, stage: str) -> bool:
+    """Whether ``stage`` would be taken from the cache now, judged from its manifest alone: the same config
+    sections and input files it recorded still hash to its fingerprint, and its outputs are intact. Lets the
+    notebook runner skip executing a notebook whose stage has nothing to do."""
+    manifest = run.manifest(stage)
+    if manifest is None:
+        return False
+    try:
+        config_part = {name: run.config.section(name) for name in manifest["config"]}
+        input_hashes = {name: fingerprint_path(Path(entry["path"])) for name, entry in manifest["inputs"].items()}
+    except (KeyError, AttributeError, OSError):
+        return False
+    return stage_fingerprint(config_part, input_hashes) == manifest.get("fingerprint") and _outputs_intact(run, manifest)
+
+
 def _outputs_intact(run: Run, manifest: dict[str, Any]) -> bool:
     for entry in manifest.get("outputs", {}).values():
         path = run.dir / entry["path"]
@@ -288,9 +309,7 @@ def execute_stage(run: Run, stage: str, *, sections: tuple[str, ...], inputs: di
     config_part = {name: run.config.section(name) for name in ("seed", *sections)}
     input_entries = {name: {"path": str(path), "sha256": fingerprint_path(Path(path))}
                      for name, path in sorted(inputs.items())}
-    # alignkit's version is part of the fingerprint: a release that changes how a stage works redoes it.
-    fingerprint = config_hash({"config": config_part, "inputs": {k: v["sha256"] for k, v in input_entries.items()},
-                               "alignkit": __version__})
+    fingerprint = stage_fingerprint(config_part, {k: v["sha256"] for k, v in input_entries.items()})
 
     existing = run.manifest(stage)
     if existing and not force:
