@@ -33,6 +33,8 @@ test: setup
 ## Benchmarks: print measured ratios (generation batching, evaluation memory, cache)
 bench: setup
 	HF_HUB_OFFLINE=1 $(PY) tests/benchmarks/bench_generation.py
+	HF_HUB_OFFLINE=1 $(PY) tests/benchmarks/bench_eval_memory.py
+	HF_HUB_OFFLINE=1 $(PY) tests/benchmarks/bench_cache.py --preset smoke
 
 lab: setup
 	$(VENV)/bin/jupyter lab --ip 0.0.0.0 --port 8888 --no-browser notebooks/
