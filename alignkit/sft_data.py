@@ -218,7 +218,7 @@ def run(run: Run, force: bool = False) -> dict[str, Any]:
         ctx.add_output("sft", ctx.path("sft.jsonl"), rows=n_sft, kind="sft")
         ctx.add_output("eval_items", ctx.path("eval_items.jsonl"), rows=n_eval, kind="eval-items")
         ctx.summary.update(qc_summary(rows, tally, attempts_hist, dropped, duplicates_removed, n_candidates,
-                                      data_cfg.n_examples, handle_tokens(rows, base_path, cfg)))
+                                      data_cfg.n_examples, response_token_lengths(rows, base_path, cfg)))
         if n_sft < data_cfg.n_examples:
             log.warning("only %d of %d SFT examples were accepted; see the QC summary", n_sft, data_cfg.n_examples)
 
@@ -226,7 +226,7 @@ def run(run: Run, force: bool = False) -> dict[str, Any]:
                          body=body, force=force)
 
 
-def handle_tokens(rows: list[dict], base_path, cfg) -> list[int]:
+def response_token_lengths(rows: list[dict], base_path, cfg) -> list[int]:
     """Token length of each kept response under the base model's tokenizer."""
     from alignkit.modeling import load_tokenizer
 

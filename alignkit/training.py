@@ -121,17 +121,14 @@ def weights_sha256(model) -> str:
     """sha256 over a model's parameters (names and bytes, in order): what each DDP rank ends up with."""
     import hashlib
 
+    import torch
+
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().to("cpu").contiguous().view(-1).view(torch_uint8()).numpy().tobytes())
+        # Raw bytes (viewed as uint8) so any dtype, bf16 included, hashes exactly.
+        digest.update(tensor.detach().to("cpu").contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-def torch_uint8():
-    import torch
-
-    return torch.uint8
 
 
 def record_rank(trainer, folder: Path, name: str) -> None:
