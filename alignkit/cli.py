@@ -70,11 +70,12 @@ def cmd_config_presets(_args: argparse.Namespace) -> int:
 
 def cmd_build_base(args: argparse.Namespace) -> int:
     from alignkit import files, tinybase
+    from alignkit.config import EMBEDDED_BASES
 
     cfg = _resolve(args)
     if not cfg.embedded_base:
         raise ConfigError(f"model.base: {cfg.model.base!r} is not an embedded base model; build-base builds "
-                          f"only {', '.join(('tiny-base', 'smoke-base'))}")
+                          f"only {', '.join(EMBEDDED_BASES)}")
     folder = tinybase.ensure_base(cfg, force=args.force)
     manifest = files.read_json(folder / "manifest.json")
     print(f"{folder}: {manifest['parameters'] / 1e6:.2f}M parameters, built in {manifest['build_seconds']} s, "
