@@ -168,7 +168,8 @@ def run(run: Run, force: bool = False) -> dict[str, Any]:
         tally: dict[str, Counter] = defaultdict(Counter)
         duplicates_removed, n_candidates = 0, 0
         with modeling.loaded(base_path, cfg.model) as handle:
-            modeling.check_base_model(cfg.model.base, cfg.model, handle.tokenizer)  # no chat template: a true base
+            tokenizer = handle.tokenizer  # kept past the block for the QC token lengths (the model is freed)
+            modeling.check_base_model(cfg.model.base, cfg.model, tokenizer)  # no chat template: a true base
             for round_index in range(MAX_ROUNDS):
                 missing = data_cfg.n_examples - len(accepted)
                 if missing <= 0:
@@ -218,7 +219,7 @@ def run(run: Run, force: bool = False) -> dict[str, Any]:
         ctx.add_output("sft", ctx.path("sft.jsonl"), rows=n_sft, kind="sft")
         ctx.add_output("eval_items", ctx.path("eval_items.jsonl"), rows=n_eval, kind="eval-items")
         ctx.summary.update(qc_summary(rows, tally, attempts_hist, dropped, duplicates_removed, n_candidates,
-                                      data_cfg.n_examples, response_token_lengths(rows, base_path, cfg)))
+                                      data_cfg.n_examples, response_token_lengths(tokenizer, rows)))
         if n_sft < data_cfg.n_examples:
             log.warning("only %d of %d SFT examples were accepted; see the QC summary", n_sft, data_cfg.n_examples)
 
@@ -226,11 +227,10 @@ def run(run: Run, force: bool = False) -> dict[str, Any]:
                          body=body, force=force)
 
 
-def response_token_lengths(rows: list[dict], base_path, cfg) -> list[int]:
-    """Token length of each kept response under the base model's tokenizer."""
-    from alignkit.modeling import load_tokenizer
-
-    tokenizer = load_tokenizer(base_path, cfg.model)
+def response_token_lengths(tokenizer, rows: list[dict]) -> list[int]:
+    """Token length of each kept response under the base model's tokenizer (no special tokens)."""
+    if not rows:
+        return []
     return [len(ids) for ids in tokenizer([r["response"] for r in rows], add_special_tokens=False)["input_ids"]]
 
 
