@@ -273,6 +273,18 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class RuntimeConfig:
+    """How this process uses the machine; never part of a stage's cache key."""
+
+    #: torch intra-op threads; 0 = the CPUs available to the process (affinity / cgroup quota), see alignkit.threads.
+    threads: int = 0
+
+    def check(self) -> None:
+        if self.threads < 0:
+            raise ConfigError(f"runtime.threads: expected 0 (automatic) or a positive count; got {self.threads}")
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     """The whole study: one section per stage plus run-wide settings."""
 
@@ -289,6 +301,7 @@ class StudyConfig:
     pairs: PairsConfig = field(default_factory=PairsConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def __post_init__(self) -> None:
         self.model.check()
@@ -300,6 +313,7 @@ class StudyConfig:
         self.pairs.check()
         self.dpo.check("dpo")
         self.evaluation.check()
+        self.runtime.check()
         if self.sft.method == "qlora" and self.sft.merge_adapter:
             raise ConfigError("sft.merge_adapter: cannot merge an adapter into 4-bit QLoRA weights; "
                               "set sft.merge_adapter=false (the model is saved as base + adapter) "

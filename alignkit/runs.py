@@ -167,7 +167,11 @@ class Run:
 def open_run(preset: str = "tiny", config_file: str | None = None, overrides: list[str] | str | None = None,
              run_id: str | None = None) -> Run:
     """Resolve the config and return the :class:`Run` (default run id: the preset name)."""
+    from alignkit import threads
+
     cfg = resolve(preset, config_file or None, overrides)
+    threads.set_threads(cfg.runtime.threads)
+    threads.log_once()
     return Run(run_id=run_id or preset, config=cfg)
 
 
