@@ -1,39 +1,53 @@
-"""The nine deterministic criteria of DESIGN.md §6, plus ``overall``: one scorer for stages 01, 03 and 06.
+"""The nine deterministic criteria, the ``format`` / ``content`` composites and ``overall``: one scorer for
+stages 01, 03 and 06.
 
 Every criterion is a pure function of ``(item, response, emitted_end)``: ``True`` (pass), ``False`` (fail) or
 ``None`` (not applicable; only ``factually_correct`` for the open-ended family). ``response`` is the text
 before ``END`` as :func:`alignkit.template.split_output` cuts it; without ``END`` it is the whole continuation
-as generated. Nothing here ever shortens a response to make it pass.
+as generated.
+
+**The answer segment.** :func:`answer_segment` cuts a response into its *answer* and the *run-on* after it: the
+answer ends where the model starts a new turn or instruction, i.e. at a template tag (``Instruction:``,
+``Response:``) anywhere, or at the start of a later line that opens with a turn label (``Q:``, ``A:``,
+``Question:``, ``Teacher:`` ...), is an ``END`` line, or starts a new task (an instruction verb such as "Write"
+or a question such as "What is ..."). *Format* criteria (``ends_with_end``, ``proper_structure``,
+``no_rambling``) judge the **whole generation**; *content* criteria (``factually_correct``,
+``addresses_instruction``, ``on_topic``, ``appropriate_length``, ``no_unwarranted_refusal``, ``coherent``) judge
+the **answer**. Nothing is ever shortened to make a criterion pass that judges the whole generation, so a run-on
+is penalised once, by the format criteria, and a correct answer followed by a run-on is still a correct answer:
+
+- ``"12\\nInstruction: What is 3 plus 4?\\nResponse: 7"`` for 7 plus 5: answer ``"12"`` (factually correct), run-on
+  from ``Instruction:`` (fails ``proper_structure`` and ``no_rambling``);
+- ``"Paris\\n\\nQ: What is the capital of Spain?"``: answer ``"Paris"``;
+- ``"The moon is bright.\\nIt shines at night."``: no new turn, the whole text is the answer.
 
 ========================  =================================================================================
 criterion                 passes when
 ========================  =================================================================================
 ends_with_end             ``emitted_end`` is True: the model wrote ``\\nEND`` before the token limit.
-proper_structure          the stripped response is non-empty and has no template residue: no
-                          ``Instruction:``/``Response:``, no line that is just ``END``, no few-shot turn
-                          label (``Q:``, ``A:``, ``Question:``, ``Answer:``, ``Teacher:``, ``Student:``) at
-                          the start of a line, no special-token text (``</s>``, ``<|endoftext|>``, ``[PAD]``).
+proper_structure          the generation is non-empty and has no template residue: no ``Instruction:`` /
+                          ``Response:``, no line that is just ``END``, no few-shot turn label (``Q:``, ``A:``,
+                          ``Question:``, ``Answer:``, ``Teacher:``, ``Student:``) at the start of a line, no
+                          special-token text (``</s>``, ``<|endoftext|>``, ``[PAD]``).
 no_rambling               nothing runs on (:func:`run_on`): after the first sentence no sentence or line
-                          starts a new instruction or question; a short-answer family's response stays on
-                          one line and every response in one paragraph; :func:`repetition` is at most
+                          starts a new instruction or question; a short-answer family's generation stays on
+                          one line and every generation in one paragraph; :func:`repetition` is at most
                           :data:`REPETITION_THRESHOLD`.
-addresses_instruction     the family's ``addresses(params, response)``: the kind of thing asked for is there.
-appropriate_length        :func:`word_count` within the family's ``length_bounds`` (inclusive).
-no_unwarranted_refusal    not :func:`is_refusal` (every instruction of the world is benign).
-factually_correct         the family's ``verify(params, response)`` on the *whole* response; ``None`` for
-                          open-ended. A correct answer followed by run-on text passes only if the verifier
-                          accepts the whole text (``"12\\nInstruction: Name a colour."`` does for 7 plus 5;
-                          ``"12\\nInstruction: What is 3 plus 4?"`` does not, as it names other numbers);
-                          the run-on itself is what ``no_rambling`` and ``proper_structure`` penalise.
-coherent                  :func:`coherence` >= :data:`COHERENCE_THRESHOLD`.
-on_topic                  the response mentions one of the family's ``topic_words(params)`` (whole words,
+addresses_instruction     the family's ``addresses(params, answer)``: the kind of thing asked for is there (a
+                          number that is an answer rather than an echo of the operands; a complete sentence
+                          for sentence tasks; ...).
+appropriate_length        :func:`word_count` of the answer within the family's ``length_bounds`` (inclusive).
+no_unwarranted_refusal    the answer is not :func:`is_refusal` (every instruction of the world is benign).
+factually_correct         the family's ``verify(params, answer)``; ``None`` for open-ended.
+coherent                  :func:`coherence` of the answer >= :data:`COHERENCE_THRESHOLD`.
+on_topic                  the answer mentions one of the family's ``topic_words(params)`` (whole words,
                           case-insensitive, a plural ``s``/``es`` allowed; digits count, so arithmetic's
-                          operands and answer are topic words), or the family's verifier accepts it (a
-                          correct answer is about its item by definition). An answer to another item ("the
-                          right answer for the wrong item") usually names neither and fails, as it fails
-                          ``factually_correct``.
-overall                   every applicable criterion passes (the pre-registered primary endpoint).
+                          operands and answer are topic words), or the family's verifier accepts it.
 ========================  =================================================================================
+
+Composites (:data:`COMPOSITES`): ``format`` = ends_with_end ∧ proper_structure ∧ no_rambling; ``content`` =
+factually_correct (where applicable) ∧ addresses_instruction ∧ on_topic ∧ no_unwarranted_refusal; ``overall`` =
+every applicable criterion passes (the seed study's endpoint).
 
 >>> from alignkit import world
 >>> import random
@@ -41,8 +55,8 @@ overall                   every applicable criterion passes (the pre-registered 
 >>> score_record(item, " 12\\nEND")["overall"]
 True
 >>> scores = score_record(item, " 12\\nInstruction: What is 3 plus 4?\\nResponse: 7")
->>> [name for name in CRITERIA if scores[name] is False]
-['ends_with_end', 'proper_structure', 'no_rambling', 'factually_correct']
+>>> [name for name in ENDPOINTS if scores[name] is False]
+['ends_with_end', 'proper_structure', 'no_rambling', 'format', 'overall']
 """
 
 from __future__ import annotations
@@ -71,6 +85,15 @@ CRITERIA: tuple[str, ...] = (
     "on_topic",
 )
 OVERALL = "overall"
+#: The composites beside ``overall``: each passes when all of its applicable criteria pass.
+COMPOSITES: dict[str, tuple[str, ...]] = {
+    "format": ("ends_with_end", "proper_structure", "no_rambling"),
+    "content": ("factually_correct", "addresses_instruction", "on_topic", "no_unwarranted_refusal"),
+}
+#: Every endpoint a score row carries, in report order: the nine criteria, the composites, ``overall``.
+ENDPOINTS: tuple[str, ...] = (*CRITERIA, *COMPOSITES, OVERALL)
+#: Criteria that judge the whole generation; the others judge the answer segment.
+FORMAT_CRITERIA: tuple[str, ...] = COMPOSITES["format"]
 
 #: :func:`coherence` at or above which a response is coherent. Chosen in the gap the hand-labelled fixtures
 #: (``tests/data/scorer_fixtures.jsonl``) leave: responses labelled coherent score 0.75 or more (clean text
@@ -239,6 +262,50 @@ def run_on(response: str, short_answer: bool) -> list[str]:
     if repetition(response) > REPETITION_THRESHOLD:
         found.append("repetition")
     return found
+
+
+_TEMPLATE_TAG = re.compile("|".join(re.escape(tag) for tag in template.TEMPLATE_TAGS))
+_TURN_LINE = re.compile(rf"^\s*(?:{_TURN_LABELS}\s*\d*\s*:|{re.escape(template.END_MARKER)}\s*$)", re.IGNORECASE)
+
+
+def answer_segment(response: str) -> tuple[str, str]:
+    """``(answer, run_on)``: the response cut where the model starts a new turn or instruction.
+
+    The cut is at the first template tag (``Instruction:``/``Response:``) anywhere, or at the start of the first
+    line after the first non-empty one that opens with a turn label (``Q:``, ``Answer:``, ...), is an ``END`` line
+    or starts a new task (an instruction verb or a question, as :func:`run_on` recognises them). ``answer +
+    run_on`` is the response; both are stripped. Without a cut the run-on is empty.
+
+    >>> answer_segment("12\\nInstruction: What is 3 plus 4?\\nResponse: 7")
+    ('12', 'Instruction: What is 3 plus 4?\\nResponse: 7')
+    >>> answer_segment("Paris\\n\\nQ: What is the capital of Spain?")
+    ('Paris', 'Q: What is the capital of Spain?')
+    >>> answer_segment("The moon is bright.\\nIt shines at night.")
+    ('The moon is bright.\\nIt shines at night.', '')
+    >>> answer_segment("12 Response: 7")
+    ('12', 'Response: 7')
+    >>> answer_segment("Response: Paris")
+    ('Paris', '')
+    """
+    # A generation that opens by repeating the prompt's own "Response:" tag has its answer after the tag (the
+    # tag itself is residue for proper_structure); any other tag starts a new turn.
+    start = len(template.RESPONSE_TAG) if response.lstrip().startswith(template.RESPONSE_TAG) else 0
+    response = response.lstrip()
+    cut = len(response)
+    tag = _TEMPLATE_TAG.search(response, start)
+    if tag is not None:
+        cut = tag.start()
+    offset, seen_text = 0, False
+    for line in response.splitlines(keepends=True):
+        if offset >= cut:
+            break
+        stripped = line.strip()
+        if seen_text and stripped and (_TURN_LINE.match(stripped) or _NEW_TASK.match(stripped)):
+            cut = offset
+            break
+        seen_text = seen_text or bool(stripped)
+        offset += len(line)
+    return response[start:cut].strip(), response[cut:].strip()
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -521,12 +588,24 @@ def overall(scores: Mapping[str, bool | None]) -> bool:
     return all(scores[name] is not False for name in CRITERIA if name in scores)
 
 
+def composites(scores: Mapping[str, bool | None]) -> dict[str, bool]:
+    """``format`` and ``content`` from the criteria: each passes when all its applicable criteria pass.
+
+    >>> composites({"ends_with_end": True, "proper_structure": True, "no_rambling": False,
+    ...             "factually_correct": None, "addresses_instruction": True, "on_topic": True,
+    ...             "no_unwarranted_refusal": True})
+    {'format': False, 'content': True}
+    """
+    return {name: all(scores[c] is not False for c in parts) for name, parts in COMPOSITES.items()}
+
+
 def score_response(item: world.Item, response: str, emitted_end: bool) -> dict[str, bool | None]:
-    """The nine criteria and ``overall`` for one response to ``item`` (see the module docstring).
+    """The nine criteria, the composites and ``overall`` for one response to ``item`` (module docstring).
 
     ``response`` is the text before ``END`` (from :func:`alignkit.template.split_output`); with
-    ``emitted_end`` False it is the whole continuation as generated. ``item`` needs ``family`` and ``params``
-    (a :class:`alignkit.world.Item` or an eval-items record read into one).
+    ``emitted_end`` False it is the whole continuation as generated. Format criteria judge it whole; content
+    criteria judge its :func:`answer_segment`. ``item`` needs ``family`` and ``params`` (a
+    :class:`alignkit.world.Item` or an eval-items record read into one).
 
     >>> from alignkit import world
     >>> import random
@@ -542,20 +621,21 @@ def score_response(item: world.Item, response: str, emitted_end: bool) -> dict[s
     family = world.get_family(item.family)
     params = item.params
     text = response.strip()
-    empty = not text
-    verdict = family.verify(params, text)
+    answer, _run_on = answer_segment(text)
+    verdict = family.verify(params, answer)
     low, high = family.length_bounds
     scores: dict[str, bool | None] = {
         "ends_with_end": emitted_end,
-        "proper_structure": not empty and not template_residue(text),
+        "proper_structure": bool(text) and not template_residue(text),
         "no_rambling": not run_on(text, _is_short_answer(family)),
-        "addresses_instruction": not empty and bool(family.addresses(params, text)),
-        "appropriate_length": low <= word_count(text) <= high,
-        "no_unwarranted_refusal": not is_refusal(text),
+        "addresses_instruction": bool(answer) and bool(family.addresses(params, answer)),
+        "appropriate_length": low <= word_count(answer) <= high,
+        "no_unwarranted_refusal": not is_refusal(answer),
         "factually_correct": None if verdict is None else bool(verdict),
-        "coherent": coherence(text) >= COHERENCE_THRESHOLD,
-        "on_topic": not empty and (verdict is True or mentions_topic(text, family.topic_words(params))),
+        "coherent": coherence(answer) >= COHERENCE_THRESHOLD,
+        "on_topic": bool(answer) and (verdict is True or mentions_topic(answer, family.topic_words(params))),
     }
+    scores.update(composites(scores))
     scores[OVERALL] = overall(scores)
     return scores
 
@@ -590,7 +670,7 @@ def rates(rows: list[Mapping[str, Any]]) -> dict[str, float | None]:
     >>> rates([{"coherent": True, "factually_correct": None}, {"coherent": False, "factually_correct": None}])
     {'factually_correct': None, 'coherent': 0.5}
     """
-    names = [name for name in (*CRITERIA, OVERALL) if any(name in row for row in rows)]
+    names = [name for name in ENDPOINTS if any(name in row for row in rows)]
     out: dict[str, float | None] = {}
     for name in names:
         values = [row[name] for row in rows if row.get(name) is not None]
@@ -647,8 +727,8 @@ def score_file(
 
 
 __all__ = [
-    "CRITERIA", "COHERENCE_THRESHOLD", "KNOWN_PUNCTUATION", "OVERALL", "REFUSAL_PATTERNS", "REPETITION_THRESHOLD",
-    "SHORT_ANSWER_MAX_WORDS", "coherence", "coherence_parts", "is_refusal", "is_word_like", "mentions_topic",
+    "COMPOSITES", "CRITERIA", "COHERENCE_THRESHOLD", "ENDPOINTS", "FORMAT_CRITERIA", "KNOWN_PUNCTUATION", "OVERALL", "REFUSAL_PATTERNS", "REPETITION_THRESHOLD",
+    "SHORT_ANSWER_MAX_WORDS", "answer_segment", "coherence", "composites", "coherence_parts", "is_refusal", "is_word_like", "mentions_topic",
     "overall", "rates", "repetition", "run_on", "score_file", "score_record", "score_response", "template_residue",
     "word_count",
 ]

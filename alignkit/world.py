@@ -28,7 +28,7 @@ import logging
 import math
 import random
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -300,9 +300,77 @@ def _mentions(text: str, words: Iterable[str]) -> bool:
     return any(_singular(token) in wanted for token in _tokens(text))
 
 
-def _is_sentence(text: str) -> bool:
-    """At least three words and some letters: the shape of an answer to "write a sentence"."""
-    return _word_count(text) >= 3 and any(ch.isalpha() for ch in text)
+#: Finite verbs and auxiliaries a complete sentence can be built on: copulas, auxiliaries and modals, the verbs of
+#: the world's sentence templates and topics, and common English verbs in base, third-person and past forms
+#: (the same check serves real models' answers on a GPU, so the list is not limited to the embedded world).
+_VERB_STEMS = """
+    be am is are was were been being have has had do does did can could will would shall should may might must
+    love like think say know see paint draw hold open help light shine rise warm set crash move learn make go come
+    take give get find tell feel look want need use work call try ask seem leave keep let begin show hear play run
+    live believe bring happen write sit stand lose pay meet include continue change lead understand watch follow
+    stop create speak read spend grow walk win offer remember consider appear buy wait serve die send expect build
+    stay fall cut reach kill remain suggest raise pass sell require report decide pull carry swim fly sing eat
+    drink sleep fill flow glow sparkle cover protect bloom climb roll fall enjoy visit enjoy teach sound smell taste
+    mean turn start hope wish dream shout cry smile laugh dance jump wave forget miss own hate prefer adore admire
+    notice wonder imagine cook bake feed hide fit float sink burn freeze melt shake bark purr chase hunt bite
+    dig nest hatch feel tend produce contain form cause allow add provide produce
+"""
+_IRREGULAR_VERB_FORMS = """
+    saw seen drew drawn said knew known thought made went gone came took taken gave given got found told felt left
+    kept let began begun showed shown heard ran brought wrote written sat stood lost paid met led understood spent
+    grew grown won bought sent built fell fallen cut rose risen swam flew flown sang sung ate eaten drank drunk slept
+    held meant taught forgot forgotten hid fed froze frozen shook bit dug
+    dont doesnt didnt cant couldnt wont wouldnt shouldnt isnt arent wasnt werent hasnt havent hadnt im ive youre
+    weve theyre
+"""
+
+
+def _verb_forms(stem: str) -> set[str]:
+    """A verb stem with its third-person, past and -ing forms (regular rules; irregulars are listed apart).
+
+    >>> sorted(_verb_forms("carry"))
+    ['carried', 'carries', 'carry', 'carrying']
+    """
+    if stem.endswith("e"):
+        return {stem, stem + "s", stem + "d", stem[:-1] + "ing"}
+    if stem.endswith("y") and stem[-2:-1] not in ("a", "e", "o", "u"):
+        return {stem, stem[:-1] + "ies", stem[:-1] + "ied", stem + "ing"}
+    if stem.endswith(("s", "sh", "ch", "x", "z", "o")):
+        return {stem, stem + "es", stem + "ed", stem + "ing"}
+    return {stem, stem + "s", stem + "ed", stem + "ing"}
+
+
+@functools.lru_cache(maxsize=1)
+def verbs() -> frozenset[str]:
+    """Every verb form :func:`is_complete_sentence` accepts: the lists above plus each topic's verbs."""
+    stems = set(_VERB_STEMS.split()) | {predicate.split()[0] for topic in TOPICS.values() for predicate in topic.verbs}
+    return frozenset({form for stem in stems for form in _verb_forms(stem)} | set(_IRREGULAR_VERB_FORMS.split()))
+#: Words a complete sentence cannot end on: a copula or auxiliary still waiting for its complement ("The moon
+#: is."), an article, a preposition, a conjunction, a possessive, an intensifier.
+_DANGLING = frozenset("""
+    a an the is are was were am be been being has have had do does did can could will would shall should may might
+    must of in on at to for from by with into about and or but because that which who whose than very so my your
+    our their its his her
+""".split())
+
+
+def is_complete_sentence(text: str) -> bool:
+    """Whether ``text`` opens with a complete sentence: three words or more, a finite verb (:func:`verbs`), and
+    not cut off on a word that needs a continuation (:data:`_DANGLING`). A documented heuristic, not a parser:
+    it separates sentences from lists of words and from fragments (verbs: :func:`verbs`).
+
+    >>> [is_complete_sentence(t) for t in ["The moon is bright.", "Birds fly over the sea.", "I love the sun."]]
+    [True, True, True]
+    >>> [is_complete_sentence(t) for t in ["Moon apple tiger river.", "The moon is.", "bright moon", ""]]
+    [False, False, False, False]
+    """
+    first = re.split(r"(?<=[.!?])\s", text.strip(), maxsplit=1)[0]
+    words = _tokens(first)
+    if _word_count(first) < 3 or not any(ch.isalpha() for ch in first):
+        return False
+    if not any(word in verbs() for word in words):
+        return False
+    return words[-1] not in _DANGLING
 
 
 def _article(noun: str) -> str:
@@ -540,7 +608,16 @@ class ArithmeticFamily(Family):
         return bool(numbers) and numbers[-1] == answer and set(numbers) <= allowed
 
     def addresses(self, params: Mapping[str, Any], response: str) -> bool:
-        return bool(_response_numbers(response))
+        """A number is given as the answer, not only the operands echoed back ("5 plus 7" names no result).
+
+        >>> family, params = ArithmeticFamily(), {"a": 5, "b": 7, "answer": 12, "op": "add"}
+        >>> [family.addresses(params, r) for r in ["12", "5 plus 7 is 13", "5 plus 7", "seven", "no idea"]]
+        [True, True, False, True, False]
+        """
+        numbers = _response_numbers(response)
+        operands = Counter([_param(params, "a", self.name), _param(params, "b", self.name)])
+        echo = len(numbers) >= 2 and not Counter(numbers) - operands
+        return bool(numbers) and not echo
 
     def topic_words(self, params: Mapping[str, Any]) -> set[str]:
         op = _param(params, "op", self.name)
@@ -1409,7 +1486,7 @@ class _TopicFamily(Family):
         return set(self._topic_of(params).words)
 
     def addresses(self, params: Mapping[str, Any], response: str) -> bool:
-        return _is_sentence(response)
+        return is_complete_sentence(response)
 
     def facts(self, key: str, rng: random.Random) -> list[str]:
         topic = self._fields(key)[-1]
@@ -1451,7 +1528,8 @@ _CONSTRAINT_TEMPLATES = {
 class ConstraintFamily(_TopicFamily):
     """IFEval-style formatting constraints on a sentence about a topic.
 
-    Correct when the response is a sentence (>= 3 words), mentions a topic word, and satisfies the constraint:
+    Correct when the response is a complete sentence (:func:`is_complete_sentence`), mentions a topic word, and
+    satisfies the constraint:
     lowercase (no uppercase letter), exact_words (exactly N words), include_word (the word appears as a whole
     word, any case), no_commas (no comma).
     """
@@ -1491,7 +1569,7 @@ class ConstraintFamily(_TopicFamily):
     def verify(self, params: Mapping[str, Any], response: str) -> bool:
         kind = _param(params, "kind", self.name)
         text = response.strip()
-        if not _is_sentence(text) or not _mentions(text, self.topic_words(params)):
+        if not is_complete_sentence(text) or not _mentions(text, self.topic_words(params)):
             return False
         if kind == "lowercase":
             return not any(ch.isupper() for ch in text)
@@ -1657,19 +1735,34 @@ def heldout_items(seed: int, n: int = 130, families: Sequence[str] = FAMILY_NAME
     return items
 
 
-def training_items(seed: int, n: int, exclude: Sequence[Item], families: Sequence[str] = FAMILY_NAMES) -> list[Item]:
+def dev_items(seed: int, n: int, exclude: Sequence[Item], families: Sequence[str] = FAMILY_NAMES) -> list[Item]:
+    """``n`` dev-split items balanced over ``families``, disjoint from ``exclude`` (the test items) by key and
+    near-duplicate instruction; ids ``dev-<family>-NNN``. Trainer eval sets and every choice of settings use
+    them; the test items are never used to choose anything.
+
+    >>> test = heldout_items(0, n=7)
+    >>> dev = dev_items(0, 7, exclude=test)
+    >>> dev[0].id, bool({i.key for i in dev} & {i.key for i in test})
+    ('dev-arithmetic-000', False)
+    """
+    return training_items(seed, n, exclude, families, split="dev")
+
+
+def training_items(seed: int, n: int, exclude: Sequence[Item], families: Sequence[str] = FAMILY_NAMES,
+                   split: str = "train") -> list[Item]:
     """``n`` training items balanced over ``families``, disjoint from ``exclude``.
 
     A candidate is skipped if its key is the key of an excluded item or its instruction is a
     :func:`near_duplicate` of an excluded instruction; keys are distinct. Items are grouped by family with ids
-    ``train-<family>-NNN``. ``ValueError`` names the family whose key space is too small.
+    ``<split>-<family>-NNN`` (``split`` also names the random stream, so a dev sample differs from a training
+    sample of the same seed). ``ValueError`` names the family whose key space is too small.
     """
     excluded_keys = {item.key for item in exclude}
     index = _OverlapIndex([item.instruction for item in exclude])
     items: list[Item] = []
     for name, count in _stratify(n, list(families)).items():
         family = get_family(name)
-        rng = random.Random(f"train:{seed}:{name}")
+        rng = random.Random(f"{split}:{seed}:{name}")
         candidates = [key for key in family.keys() if key not in excluded_keys]
         rng.shuffle(candidates)
         chosen: list[Item] = []
@@ -1677,14 +1770,14 @@ def training_items(seed: int, n: int, exclude: Sequence[Item], families: Sequenc
         for key in candidates:
             if len(chosen) == count:
                 break
-            item = family.make_item(key, rng, f"train-{name}-{len(chosen):03d}")
+            item = family.make_item(key, rng, f"{split}-{name}-{len(chosen):03d}")
             if index.matches(item.instruction):
                 skipped_near += 1
                 continue
             chosen.append(item)
         if len(chosen) < count:
             raise ValueError(
-                f"family {name!r} cannot supply {count} training items: it has {len(family.keys())} keys, "
+                f"family {name!r} cannot supply {count} {'training' if split == 'train' else split} items: it has {len(family.keys())} keys, "
                 f"{len(family.keys()) - len(candidates)} excluded by key and {skipped_near} by near-duplicate "
                 f"instructions, leaving {len(chosen)}"
             )
@@ -1835,6 +1928,7 @@ def vocabulary(documents: Iterable[str]) -> set[str]:
 
 __all__ = [
     "FAMILIES", "FAMILY_NAMES", "NEAR_DUPLICATE_THRESHOLD", "TOPICS", "Family", "Item", "Topic", "content_tokens",
-    "corpus", "corpus_coverage", "find_overlaps", "get_family", "heldout_items", "near_duplicate", "normalise",
+    "corpus", "corpus_coverage", "dev_items", "find_overlaps", "get_family", "heldout_items", "is_complete_sentence",
+    "near_duplicate", "normalise",
     "topic_sentence", "training_items", "vocabulary",
 ]

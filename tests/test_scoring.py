@@ -22,6 +22,8 @@ from alignkit import files, records, scoring, template, world
 from alignkit.scoring import (
     COHERENCE_THRESHOLD,
     CRITERIA,
+    ENDPOINTS,
+    answer_segment,
     coherence,
     coherence_parts,
     is_refusal,
@@ -59,7 +61,7 @@ def test_criteria_names_and_overall_key():
         "no_unwarranted_refusal", "factually_correct", "coherent", "on_topic",
     )
     scores = score_response(ADD, "12", True)
-    assert list(scores) == [*CRITERIA, "overall"]
+    assert list(scores) == [*CRITERIA, "format", "content", "overall"]
     assert all(isinstance(value, bool) for value in scores.values())
 
 
@@ -320,14 +322,45 @@ def test_addresses_instruction_is_the_family_check():
     assert score_response(ADD, "", True)["addresses_instruction"] is False
 
 
-def test_factually_correct_uses_the_verifier_on_the_whole_response():
+def test_content_criteria_judge_the_answer_segment_format_criteria_the_whole_generation():
     assert score_response(ADD, "12", True)["factually_correct"] is True
     assert score_response(ADD, "13", True)["factually_correct"] is False
-    # Run-on naming other numbers: the verifier sees them (last number 7) -> not correct.
-    assert score_response(ADD, "12\nInstruction: What is 3 plus 4?\nResponse: 7", False)["factually_correct"] is False
-    # Run-on without numbers: the verifier accepts the whole text; structure and rambling fail instead.
-    scores = score_response(ADD, "12\nInstruction: Name a fruit.\nResponse: apple", False)
-    assert (scores["factually_correct"], scores["proper_structure"], scores["no_rambling"]) == (True, False, False)
+    # A correct answer followed by a run-on naming other numbers: the answer "12" is correct; the run-on is
+    # penalised once, by the format criteria (and so by format and overall).
+    scores = score_response(ADD, "12\nInstruction: What is 3 plus 4?\nResponse: 7", False)
+    assert (scores["factually_correct"], scores["addresses_instruction"], scores["appropriate_length"]) == \
+        (True, True, True)
+    assert (scores["proper_structure"], scores["no_rambling"], scores["format"]) == (False, False, False)
+    assert (scores["content"], scores["overall"]) == (True, False)
+    # A new turn after a blank line in the base model's own Q:/A: layout is cut the same way.
+    scores = score_response(ADD, "12\n\nQ: What is 3 plus 4?\nA: 7", False)
+    assert (scores["factually_correct"], scores["no_rambling"]) == (True, False)
+    # A wrong answer stays wrong whatever follows.
+    assert score_response(ADD, "13\nInstruction: Name a fruit.", False)["factually_correct"] is False
+
+
+def test_answer_segment_cuts_at_new_turns_only():
+    assert answer_segment("12") == ("12", "")
+    assert answer_segment("12\nWhat is 3 plus 4?") == ("12", "What is 3 plus 4?")
+    assert answer_segment("7 plus 5 is 12. Instruction: next") == ("7 plus 5 is 12.", "Instruction: next")
+    assert answer_segment("Paris\nEND\nmore") == ("Paris", "END\nmore")
+    # Ordinary second lines and sentences are part of the answer.
+    assert answer_segment("The sea is deep.\nIt is blue.") == ("The sea is deep.\nIt is blue.", "")
+    assert answer_segment("The sea is deep. What is more, it is wide.")[1] == ""
+    # A generation that opens with a new turn has an empty answer.
+    assert answer_segment("Instruction: What is 2 plus 2?") == ("", "Instruction: What is 2 plus 2?")
+
+
+def test_composites_follow_their_criteria():
+    scores = score_response(ADD, "12", False)  # correct, but no END
+    assert (scores["format"], scores["content"], scores["overall"]) == (False, True, False)
+    scores = score_response(ADD, "13", True)  # format fine, wrong
+    assert (scores["format"], scores["content"], scores["overall"]) == (True, False, False)
+    scores = score_response(SEA, "The sea is deep and blue.", True)  # factually_correct not applicable
+    assert (scores["format"], scores["content"], scores["overall"]) == (True, True, True)
+    # appropriate_length and coherent are in overall only.
+    scores = score_response(ADD, "12 " + "and so on " * 10, True)
+    assert (scores["appropriate_length"], scores["content"], scores["overall"]) == (False, True, False)
 
 
 def test_factually_correct_not_applicable_to_open_ended_and_ignored_by_overall():
@@ -407,10 +440,10 @@ def test_fixtures_cover_every_criterion_both_ways():
     cases = _load_fixtures()
     assert len(cases) >= 100
     for case in cases:
-        assert set(case["expected"]) <= {*CRITERIA, "overall"}, case["note"]
+        assert set(case["expected"]) <= set(ENDPOINTS), case["note"]
         assert case["note"].strip()
         world.Item.from_record(case["item"])
-    for name in (*CRITERIA, "overall"):
+    for name in ENDPOINTS:
         labels = Counter(case["expected"][name] for case in cases if name in case["expected"])
         assert labels[True] >= 3 and labels[False] >= 3, (name, labels)
     assert any(case["expected"].get("factually_correct", "") is None for case in cases)
@@ -432,7 +465,7 @@ def test_scorer_agrees_with_every_labelled_fixture(capsys):
                 mismatches.append(f"case {index} ({case['note']}): {name} expected {expected}, got {scores[name]}")
     with capsys.disabled():
         print(f"\nscorer agreement with {len(cases)} labelled fixtures:")
-        for name in (*CRITERIA, "overall"):
+        for name in ENDPOINTS:
             print(f"  {name:24s} {agree[name]:3d}/{total[name]:3d} = {agree[name] / total[name]:.0%}")
     assert mismatches == []
 
@@ -474,16 +507,18 @@ def test_score_file_round_trip(tmp_path):
         ("sft", "i-fr", "capitals"), ("sft", "i-add", "arithmetic"), ("base", "i-fr", "capitals"),
         ("base", "i-add", "arithmetic"), ("solo", "i-sea", "open_ended"),
     ]
-    assert set(rows[0]) == {"model", "item_id", "family", *CRITERIA, "overall"}
+    assert set(rows[0]) == {"model", "item_id", "family", *ENDPOINTS}
     assert rows[2]["proper_structure"] is False and rows[3]["factually_correct"] is False
     assert rows[4]["factually_correct"] is None
 
     assert list(summary) == ["sft", "base", "solo"]
-    assert summary["sft"] == {name: 1.0 for name in (*CRITERIA, "overall")}
+    assert summary["sft"] == {name: 1.0 for name in ENDPOINTS}
     base = summary["base"]
-    # France run-on: no END, residue, rambling, Madrid named; "13": wrong and off topic.
+    # France: the answer "Paris" is right, the run-on (no END, residue, rambling) fails format; "13": wrong and
+    # off topic, format fine.
     assert base["ends_with_end"] == 0.5 and base["proper_structure"] == 0.5 and base["no_rambling"] == 0.5
-    assert base["factually_correct"] == 0.0 and base["on_topic"] == 0.5 and base["overall"] == 0.0
+    assert base["factually_correct"] == 0.5 and base["on_topic"] == 0.5 and base["overall"] == 0.0
+    assert base["format"] == 0.5 and base["content"] == 0.5
     assert base["coherent"] == 1.0 and base["no_unwarranted_refusal"] == 1.0
     assert summary["solo"]["factually_correct"] is None and summary["solo"]["overall"] == 1.0
 
