@@ -10,7 +10,7 @@ SYSTEM_TORCH := $(shell $(PYTHON) -c "import torch" >/dev/null 2>&1 && echo yes)
 VENV_FLAGS := $(if $(SYSTEM_TORCH),--system-site-packages,)
 STAMP := $(VENV)/.alignkit-installed
 
-.PHONY: setup run test test-all bench lab clean-runs
+.PHONY: setup run test test-all bench lab clean-runs gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -30,14 +30,27 @@ run: setup
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not benchmark" --doctest-modules alignkit tests
 
+## The GPU check to run first on a pod: qwen2.5-0.5b shrunk to a few steps per stage, bf16 + QLoRA, peak CUDA
+## memory of every stage against `alignkit plan`; refuses clearly without a GPU
+gpu-check: setup
+	$(VENV)/bin/python -m alignkit.selftest --gpu
+
 ## Benchmarks: print measured ratios (generation batching, evaluation memory, cache)
 bench: setup
 	HF_HUB_OFFLINE=1 $(PY) tests/benchmarks/bench_generation.py
 	HF_HUB_OFFLINE=1 $(PY) tests/benchmarks/bench_eval_memory.py
 	HF_HUB_OFFLINE=1 $(PY) tests/benchmarks/bench_cache.py --preset smoke
 
+## JupyterLab on all interfaces (a pod's exposed port), opened in notebooks/, with token authentication: Jupyter
+## prints a random token in its URL unless LAB_TOKEN is set (passed as JUPYTER_TOKEN, not on the command line
+## that `ps` shows). Jupyter refuses to run as root without --allow-root: added only when make runs as root
+## (RunPod pods). port_retries=0: fail on a busy port instead of moving to one the pod does not expose.
+LAB_PORT ?= 8888
+LAB_TOKEN ?=
 lab: setup
-	$(VENV)/bin/jupyter lab --ip 0.0.0.0 --port 8888 --no-browser notebooks/
+	$(if $(LAB_TOKEN),JUPYTER_TOKEN='$(LAB_TOKEN)' ,)$(VENV)/bin/jupyter lab --ip 0.0.0.0 --port $(LAB_PORT) \
+	    --ServerApp.port_retries=0 --no-browser --ServerApp.root_dir='$(CURDIR)/notebooks' \
+	    $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 clean-runs:
 	rm -rf data/runs reports/*/

@@ -35,15 +35,8 @@ def _resolve(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from alignkit.config import resolve
-    from alignkit.runner import run_notebooks, run_seeds
+    from alignkit.runner import run_notebooks
 
-    if resolve(args.preset, args.config_file, args.overrides).seeds:
-        per_seed = run_seeds(args.preset, config_file=args.config_file, overrides=args.overrides,
-                             stages=args.stages, run_id=args.run_id, force=args.force, progress=not args.quiet)
-        for seed, results in per_seed.items():
-            print(f"seed {seed}: {results[-1].html.parent if results else 'no notebooks'}")
-        return 0
     results = run_notebooks(args.preset, config_file=args.config_file, overrides=args.overrides,
                             stages=args.stages, run_id=args.run_id, force=args.force, progress=not args.quiet)
     for result in results:
@@ -142,8 +135,11 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
     run = runs.open_run(args.preset, args.config_file, args.overrides, args.run_id)
     for stage in runs.stage_range(args.stages):
-        manifest = stages.run_stage(run, stage, force=args.force)
-        print(f"{stage}: {manifest['status']} ({manifest.get('seconds')} s)")
+        result = stages.run_stage(run, stage, force=args.force)
+        per_seed = result if "status" not in result else {None: result}
+        for seed, manifest in per_seed.items():
+            where = "" if seed is None else f" seed {seed}"
+            print(f"{stage}{where}: {manifest['status']} ({manifest.get('seconds')} s)")
     return 0
 
 

@@ -14,7 +14,13 @@ kind of text any real base model has seen on the web. It is deliberately *not* t
 
 from __future__ import annotations
 
+import random
+from collections import defaultdict
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from alignkit.world import Item
 
 QUESTION = "Q:"
 ANSWER = "A:"
@@ -26,3 +32,24 @@ def prompt(shots: Sequence[tuple[str, str]], instruction: str) -> str:
     """``shots`` as answered pairs, then ``instruction`` with an open answer for the model to complete."""
     parts = [f"{QUESTION} {q.strip()}\n{ANSWER} {a.strip()}\n\n" for q, a in shots]
     return "".join(parts) + f"{QUESTION} {instruction.strip()}\n{ANSWER}"
+
+
+def prompts_for(items: Sequence[Item], shots_pool: Sequence[Item], k: int, seed: int) -> list[str]:
+    """One few-shot prompt per item, with ``k`` exemplars (their reference answers) of the item's family drawn
+    from ``shots_pool`` (items of another family when the family has none with a reference, e.g. open-ended).
+
+    Stage 01 uses it to have the base model answer training and dev instructions, and stage 06 to prompt the
+    ``base_fewshot`` arm; ``shots_pool`` always comes from the training split, so an evaluated item never
+    appears as an exemplar.
+    """
+    rng = random.Random(seed)
+    by_family: dict[str, list[Item]] = defaultdict(list)
+    for shot in shots_pool:
+        if shot.reference is not None:
+            by_family[shot.family].append(shot)
+    prompts = []
+    for item in items:
+        pool = by_family.get(item.family) or [s for group in by_family.values() for s in group]
+        shots = rng.sample(pool, min(k, len(pool)))
+        prompts.append(prompt([(s.instruction, s.reference) for s in shots], item.instruction))
+    return prompts

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -340,18 +341,29 @@ def _negative_response_problems(text: str) -> list[str]:
     return _text_basics(text)
 
 
+#: Negative types whose defect may be the missing END: a format or verbose negative is kept exactly as the model
+#: produced it, run-on included, cut at the token limit when it never wrote END.
+END_LESS_TYPES = ("format", "verbose")
+
+
 def _check_negative(c: _Checker) -> None:
     c.text("id")
     c.text("sft_id")
     c.choice("family", KNOWN_FAMILIES)
     _check_instruction_and_prompt(c)
-    c.choice("type", NEGATIVE_TYPES)
+    negative_type = c.choice("type", NEGATIVE_TYPES)
     c.text("method")
+    emitted_end = c.get("emitted_end", "bool")
     response = c.text("response", _negative_response_problems)
-    if response is _INVALID:
+    if emitted_end is False and negative_type is not _INVALID and negative_type not in END_LESS_TYPES:
+        c.add("emitted_end", f"false is only allowed for types {', '.join(END_LESS_TYPES)} (a missing END is their "
+                             f"defect); a {negative_type} negative must end with END")
+    if response is _INVALID or emitted_end is _INVALID:
         c.get("completion", "string")
-    else:
+    elif emitted_end:
         c.equals_template("completion", template.completion(response), "template.completion(response)")
+    else:
+        c.equals_template("completion", " " + response.strip(), "' ' + response (no END: as generated)")
     criteria = c.get("failed_criteria", "list")
     if criteria is _INVALID:
         return
@@ -386,10 +398,11 @@ def _pair_prompt_problems(text: str) -> list[str]:
     return problems
 
 
-def _pair_completion_problems(text: str, allow_tags: bool = False) -> list[str]:
+def _pair_completion_problems(text: str, allow_tags: bool = False, allow_no_end: bool = False) -> list[str]:
     """A pair's chosen/rejected must be one built by ``template.completion``: ``" {response}\\nEND"``.
 
-    ``allow_tags`` is for ``rejected``: a ``format`` negative leaks template text on purpose.
+    ``allow_tags`` is for ``rejected``: a ``format`` negative leaks template text on purpose. ``allow_no_end`` is
+    for the rejected side of :data:`END_LESS_TYPES`: ``" {text}"`` as generated, without END anywhere.
 
     >>> _pair_completion_problems(" 5\\nEND")
     []
@@ -399,6 +412,14 @@ def _pair_completion_problems(text: str, allow_tags: bool = False) -> list[str]:
     problems = []
     if not text.startswith(" "):
         problems.append("must start with ' ' (template.completion adds one space)")
+    if allow_no_end and not text.endswith(template.STOP_STRING):
+        if template.STOP_STRING in text:
+            problems.append(f"contains {template.STOP_STRING!r} but does not end with it; generation stops there")
+        if not text.strip():
+            problems.append("empty response after ' '")
+        if has_literal_newline_escape(text):
+            problems.append(_LITERAL_NEWLINE_PROBLEM)
+        return problems
     if not text.endswith(template.STOP_STRING):
         problems.append(f"must end with {template.STOP_STRING!r}")
     if problems:
@@ -415,10 +436,11 @@ def _check_pair(c: _Checker) -> None:
     c.text("id")
     c.text("sft_id")
     c.choice("family", KNOWN_FAMILIES)
-    c.choice("negative_type", NEGATIVE_TYPES)
+    negative_type = c.choice("negative_type", NEGATIVE_TYPES)
     c.text("prompt", _pair_prompt_problems)
     chosen = c.text("chosen", _pair_completion_problems)
-    rejected = c.text("rejected", lambda text: _pair_completion_problems(text, allow_tags=True))
+    no_end = negative_type in END_LESS_TYPES
+    rejected = c.text("rejected", lambda text: _pair_completion_problems(text, allow_tags=True, allow_no_end=no_end))
     if chosen is not _INVALID and rejected is not _INVALID and chosen.strip() == rejected.strip():
         c.add("rejected", "identical to chosen; a preference pair needs two different responses")
     c.text("chosen_source")
@@ -432,6 +454,9 @@ def _check_response(c: _Checker) -> None:
     c.get("raw_output", "string")
     c.get("response", "string")
     c.get("emitted_end", "bool")
+    if "seed" in c.obj and c.obj["seed"] is not None and (isinstance(c.obj["seed"], bool)
+                                                          or not isinstance(c.obj["seed"], int)):
+        c.add("seed", f"expected an integer training seed or null (an untrained arm); got {c.obj['seed']!r}")
     for name in ("prompt_tokens", "output_tokens"):
         count = c.get(name, "int")
         if count is not _INVALID and count < 0:
@@ -452,7 +477,7 @@ UNIQUE_KEYS: dict[str, tuple[str, ...]] = {
     "sft": ("id",),
     "negatives": ("id",),
     "pairs": ("id",),
-    "responses": ("model", "item_id"),
+    "responses": ("model", "seed", "item_id"),
 }
 
 
@@ -583,8 +608,8 @@ class Negative(_Record):
 
     KIND: ClassVar[str] = "negatives"
     FIELDS: ClassVar[tuple[str, ...]] = (
-        "id", "sft_id", "family", "instruction", "prompt", "type", "method", "response", "completion",
-        "failed_criteria",
+        "id", "sft_id", "family", "instruction", "prompt", "type", "method", "emitted_end", "response",
+        "completion", "failed_criteria",
     )
 
     id: str
@@ -594,6 +619,7 @@ class Negative(_Record):
     prompt: str
     type: str
     method: str
+    emitted_end: bool
     response: str
     completion: str
     failed_criteria: list[str]
@@ -699,8 +725,10 @@ def _parse_line(raw: bytes) -> tuple[Any, str | None]:
 def _unique_key(kind: str, obj: dict[str, Any]) -> tuple[str, ...] | None:
     """The values of ``kind``'s unique fields; None if any is not a non-empty string (reported elsewhere)."""
     values = tuple(obj.get(name) for name in UNIQUE_KEYS[kind])
-    if all(isinstance(value, str) and value.strip() for value in values):
-        return values  # type: ignore[return-value]
+    # ``seed`` (responses) is an integer, or null/absent for an untrained arm; the other fields are strings.
+    if all(isinstance(value, str) and value.strip() for name, value in zip(UNIQUE_KEYS[kind], values)
+           if name != "seed"):
+        return tuple("" if value is None else str(value) for value in values)
     return None
 
 
@@ -761,12 +789,45 @@ def load_records(path: str | os.PathLike, kind: str) -> list[dict]:
     return rows
 
 
-def validate_command(path: str | os.PathLike, kind: str) -> int:
-    """``alignkit validate FILE --kind KIND``: print every defect and a summary; return the exit code.
+#: How many defects ``alignkit validate`` prints before one line counting the rest.
+MAX_DEFECTS_PRINTED = MAX_DEFECTS_IN_MESSAGE
 
-    Defects go to stderr as ``FILE:LINE: field: problem``, then ``invalid: ...``; a valid file prints
-    ``ok: N KIND records in FILE`` to stdout. Exit code 0 valid, 1 invalid, 2 missing/unreadable file or
-    unknown kind.
+
+def _summarise_hidden(defects: list[Defect]) -> str:
+    """The line that stands for defects not printed: how many, on how many lines.
+
+    >>> _summarise_hidden([Defect("f", 3, "id", "missing"), Defect("f", 3, "x", "bad"), Defect("f", 9, "y", "bad")])
+    '... and 3 more defects (2 lines affected)'
+    >>> _summarise_hidden([Defect("f", 3, "id", "missing")])
+    '... and 1 more defect (1 line affected)'
+    """
+    lines = len({defect.line for defect in defects})
+    plural = "s" if len(defects) != 1 else ""
+    return f"... and {len(defects)} more defect{plural} ({lines} line{'s' if lines != 1 else ''} affected)"
+
+
+def kind_hint(path: str | os.PathLike, kind: str, valid: int, lines: int) -> str | None:
+    """When most of a file's ``lines`` are not valid ``kind`` records (``valid`` are), which ``--kind`` it looks
+    like: the other kind under which most lines are valid, or a line saying none is; None when most are valid.
+    """
+    if lines == 0 or valid * 2 >= lines:
+        return None
+    scores = {other: len(validate_file(path, other)[0]) for other in KINDS if other != kind}
+    best = max(scores, key=scores.__getitem__)  # on a tie, the first in KINDS order
+    if scores[best] * 2 > lines:
+        return (f"this file looks like kind {best!r}: {scores[best]} of {lines} lines are valid {best} records; "
+                f"run: alignkit validate {shlex.quote(str(path))} --kind {best}")
+    return (f"it does not look like another kind either: at most {scores[best]} of {lines} lines are valid as "
+            f"any other kind ({', '.join(scores)}); check how the file was written")
+
+
+def validate_command(path: str | os.PathLike, kind: str) -> int:
+    """``alignkit validate FILE --kind KIND``: print the defects and a summary; return the exit code.
+
+    Defects go to stderr as ``FILE:LINE: field: problem``, the first :data:`MAX_DEFECTS_PRINTED` of them and
+    then one line counting the rest, then ``invalid: ...``; when most lines are invalid, a last line says which
+    ``--kind`` the file looks like (:func:`kind_hint`). A valid file prints ``ok: N KIND records in FILE`` to
+    stdout. Exit code 0 valid, 1 invalid, 2 missing/unreadable file or unknown kind.
     """
     if kind not in KINDS:
         print(f"error: unknown kind {kind!r}; expected one of {', '.join(KINDS)}", file=sys.stderr)
@@ -785,12 +846,18 @@ def validate_command(path: str | os.PathLike, kind: str) -> int:
     if not defects:
         print(f"ok: {len(rows)} {kind} records in {path}")
         return 0
-    for defect in defects:
+    for defect in defects[:MAX_DEFECTS_PRINTED]:
         print(defect, file=sys.stderr)
+    if len(defects) > MAX_DEFECTS_PRINTED:
+        print(_summarise_hidden(defects[MAX_DEFECTS_PRINTED:]), file=sys.stderr)
     bad_lines = len({defect.line for defect in defects if defect.line > 0})
     print(
         f"invalid: {len(defects)} defect(s) on {bad_lines} line(s) in {path} "
         f"({len(rows)} valid {kind} record(s))",
         file=sys.stderr,
     )
+    # Every non-blank line is either a valid row or has a defect (line 0 is the file as a whole).
+    hint = kind_hint(path, kind, len(rows), len(rows) + bad_lines)
+    if hint:
+        print(hint, file=sys.stderr)
     return 1

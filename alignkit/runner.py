@@ -139,7 +139,7 @@ def run_notebooks(preset: str = "tiny", *, config_file: str | None = None, overr
     results = []
     for stage in available:
         notebook = folder / f"{stage}.ipynb"
-        executed = run.stage_dir(stage) / f"{stage}.ipynb"
+        executed = run.dir / stage / f"{stage}.ipynb"
         executed.parent.mkdir(parents=True, exist_ok=True)
         html = reports_root() / run.run_id / f"{stage}.html"
         if not force and _still_current(notebook, executed, html) and is_cached(run, stage):
@@ -157,27 +157,11 @@ def run_notebooks(preset: str = "tiny", *, config_file: str | None = None, overr
         export_html(executed, html)
         results.append(NotebookResult(stage, executed, html, round(time.monotonic() - started, 1)))
         log.info("%s done in %.1f s -> %s", stage, results[-1].seconds, html)
+    if any(r.seconds > 0 for r in results) and (run.report_dir / "results.json").is_file():
+        from alignkit import report
+
+        report.build(run)  # again, now that every notebook export exists to be linked
     return results
 
 
-def run_seeds(preset: str = "tiny", *, config_file: str | None = None, overrides: list[str] | None = None,
-              stages: str = "all", run_id: str | None = None, force: bool = False,
-              progress: bool = True) -> dict[int, list[NotebookResult]]:
-    """``seeds: [..]``: the whole study once per seed (run ``<run_id>-seed<N>``), then the spread of each
-    model's overall pass rate across seeds in ``reports/<run_id>/spread.html`` and ``spread.json``."""
-    from alignkit import report
-
-    cfg = resolve(preset, config_file, overrides)
-    base_id = check_run_id(run_id or preset)
-    per_seed: dict[int, list[NotebookResult]] = {}
-    for seed in cfg.seeds:
-        log.info("seed %d of %s", seed, list(cfg.seeds))
-        per_seed[seed] = run_notebooks(preset, config_file=config_file,
-                                       overrides=[*(overrides or []), f"seed={seed}", "seeds=[]"],
-                                       stages=stages, run_id=f"{base_id}-seed{seed}", force=force, progress=progress)
-    if "06_evaluation" in stage_range(stages):
-        report.build_spread(base_id, {seed: f"{base_id}-seed{seed}" for seed in cfg.seeds})
-    return per_seed
-
-
-__all__ = ["STAGES", "NotebookFailed", "NotebookResult", "ensure_kernel", "export_html", "run_notebooks", "run_seeds"]
+__all__ = ["STAGES", "NotebookFailed", "NotebookResult", "ensure_kernel", "export_html", "run_notebooks"]

@@ -10,6 +10,7 @@ the sha256 of every input) matches a complete manifest whose outputs are intact 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import importlib.metadata
 import logging
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit import __version__, files
-from alignkit.config import STAGES, ConfigError, StudyConfig, config_hash, resolve
+from alignkit.config import PER_SEED_STAGES, STAGES, ConfigError, StudyConfig, config_hash, resolve
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +105,31 @@ def stage_range(spec: str) -> list[str]:
 
 @dataclass
 class Run:
-    """One study run: its id, its resolved config and where its files live."""
+    """One study run: its id, its resolved config and where its files live.
+
+    A run trains once per training seed (``config.training_seeds``). :meth:`for_seed` gives the view of one seed:
+    its ``config.seed`` is that training seed and its per-seed stages (:data:`alignkit.config.PER_SEED_STAGES`)
+    live in ``<stage>/seed<N>/``; stage 01 and stage 06 are shared by every seed and live in ``<stage>/``.
+    """
 
     run_id: str
     config: StudyConfig
     root: Path = field(default_factory=home)
+    #: The training seed this view belongs to (None: the run as a whole, whose config.seed is the data seed).
+    training_seed: int | None = None
 
     def __post_init__(self) -> None:
         check_run_id(self.run_id)
+
+    def for_seed(self, seed: int) -> Run:
+        """This run as seen by training seed ``seed`` (per-seed stage folders, ``config.seed = seed``)."""
+        if seed not in self.config.training_seeds:
+            raise ConfigError(f"seed {seed}: not one of this run's training seeds {list(self.config.training_seeds)}")
+        return Run(self.run_id, dataclasses.replace(self.config, seed=seed), self.root, training_seed=seed)
+
+    def seed_views(self) -> list[Run]:
+        """One view per training seed, in the config's order."""
+        return [self.for_seed(seed) for seed in self.config.training_seeds]
 
     @property
     def dir(self) -> Path:
@@ -126,7 +144,14 @@ class Run:
         return self.root / "models"
 
     def stage_dir(self, stage: str) -> Path:
-        return self.dir / stage_name(stage)
+        """``<run>/<stage>/``, or ``<run>/<stage>/seed<N>/`` for a per-seed stage (which needs a seed view)."""
+        name = stage_name(stage)
+        if name not in PER_SEED_STAGES:
+            return self.dir / name
+        if self.training_seed is None:
+            raise StageInputError(f"{name} runs once per training seed; use run.for_seed(seed) "
+                                  f"(seeds {list(self.config.training_seeds)})")
+        return self.dir / name / f"seed{self.training_seed}"
 
     def manifest(self, stage: str) -> dict[str, Any] | None:
         """The stage's complete manifest, or None if it has none (or an incomplete one)."""
@@ -278,8 +303,10 @@ def stage_fingerprint(config_part: dict[str, Any], input_hashes: dict[str, str])
 
 def is_cached(run: Run, stage: str) -> bool:
     """Whether ``stage`` would be taken from the cache now, judged from its manifest alone: the same config
-    sections and input files it recorded still hash to its fingerprint, and its outputs are intact. Lets the
-    notebook runner skip executing a notebook whose stage has nothing to do."""
+    sections and input files it recorded still hash to its fingerprint, and its outputs are intact (for a per-seed
+    stage, under every training seed). Lets the notebook runner skip a notebook whose stage has nothing to do."""
+    if stage_name(stage) in PER_SEED_STAGES and run.training_seed is None:
+        return all(is_cached(view, stage) for view in run.seed_views())
     manifest = run.manifest(stage)
     if manifest is None:
         return False
@@ -315,12 +342,18 @@ def execute_stage(run: Run, stage: str, *, sections: tuple[str, ...], inputs: di
                      for name, path in sorted(inputs.items())}
     fingerprint = stage_fingerprint(config_part, {k: v["sha256"] for k, v in input_entries.items()})
 
+    label = stage if run.training_seed is None else f"{stage} (seed {run.training_seed})"
     existing = run.manifest(stage)
     if existing and not force:
         if existing.get("fingerprint") == fingerprint and _outputs_intact(run, existing):
-            log.info("%s: cached (fingerprint %s); use --force to redo it", stage, fingerprint)
+            log.info("%s: cached (fingerprint %s); use --force to redo it", label, fingerprint)
             return existing
-        log.info("%s: config or inputs changed since the last run; running it again", stage)
+        log.info("%s: config or inputs changed since the last run; running it again", label)
+    if not force and stage in ADOPTABLE_STAGES and is_main_process():
+        adopted = adopt(run, stage_dir, fingerprint, input_entries)
+        if adopted is not None:
+            log.info("%s: taken from run %s (same config, inputs and code)", label, adopted["adopted_from"]["run_id"])
+            return adopted
 
     stage_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = stage_dir / MANIFEST
@@ -348,8 +381,58 @@ def execute_stage(run: Run, stage: str, *, sections: tuple[str, ...], inputs: di
     barrier()
     if not main:
         return files.read_json(manifest_path)
-    log.info("%s: complete in %.1f s", stage, manifest["seconds"])
+    log.info("%s: complete in %.1f s", label, manifest["seconds"])
     return manifest
+
+
+#: Stages whose complete output another run may share (every stage before evaluation, whose results and report
+#: belong to one run).
+ADOPTABLE_STAGES = STAGES[:-1]
+
+
+def adopt(run: Run, stage_dir: Path, fingerprint: str, input_entries: dict[str, Any]) -> dict[str, Any] | None:
+    """Share a stage another run of this ``ALIGNKIT_HOME`` already computed with the same fingerprint (config
+    sections, seed, input hashes, code): its folder is linked file by file into ``stage_dir`` (hard links, so no
+    extra disk; copies across file systems; training checkpoints are left behind) and its manifest rewritten for
+    this run. Sweeps share their unchanged upstream stages this way. Returns the new manifest, or None."""
+    relative = stage_dir.relative_to(run.dir)
+    runs_root = run.root / "runs"
+    if not runs_root.is_dir():
+        return None
+    for other in sorted(p for p in runs_root.iterdir() if p.is_dir() and p.name != run.run_id):
+        source = other / relative
+        path = source / MANIFEST
+        if not path.is_file():
+            continue
+        try:
+            manifest = files.read_json(path)
+        except ValueError:
+            continue
+        if manifest.get("status") != "complete" or manifest.get("fingerprint") != fingerprint:
+            continue
+        if not all((other / e["path"]).exists() and fingerprint_path(other / e["path"]) == e["sha256"]
+                   for e in manifest.get("outputs", {}).values()):
+            continue
+        with fresh_dir(stage_dir) as tmp:
+            for item in source.iterdir():
+                if item.name == MANIFEST or item.name.startswith(("checkpoints", ".")) or item.suffix == ".ipynb":
+                    continue
+                if item.is_dir():
+                    shutil.copytree(item, tmp / item.name, copy_function=_link_or_copy)
+                else:
+                    _link_or_copy(item, tmp / item.name)
+        adopted = {**manifest, "run_id": run.run_id, "inputs": input_entries, "adopted_from":
+                   {"run_id": other.name, "path": str(source), "at": _now()}}
+        files.write_json(stage_dir / MANIFEST, adopted)
+        return adopted
+    return None
+
+
+def _link_or_copy(source: str | Path, target: str | Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 @contextlib.contextmanager

@@ -90,6 +90,28 @@ COMPOSITES: dict[str, tuple[str, ...]] = {
     "format": ("ends_with_end", "proper_structure", "no_rambling"),
     "content": ("factually_correct", "addresses_instruction", "on_topic", "no_unwarranted_refusal"),
 }
+#: One-sentence definitions, as the report prints them (the module docstring has the full rules).
+DEFINITIONS: dict[str, str] = {
+    "ends_with_end": "The model wrote END on its own line before the token limit (whole generation).",
+    "proper_structure": "Non-empty, and no template residue anywhere: no Instruction:/Response: tags, no END line "
+                        "inside, no few-shot turn label (Q:, A:, Question:...) at a line start, no special-token "
+                        "text (whole generation).",
+    "no_rambling": "Nothing runs on: no new instruction or question after the first sentence, one line for "
+                   "short-answer tasks, one paragraph, no degenerate repetition (whole generation).",
+    "addresses_instruction": "The answer contains the kind of thing asked for: a number that is an answer (not the "
+                             "operands echoed), a list for list tasks, a complete sentence for sentence tasks.",
+    "appropriate_length": "The answer's word count is within the task family's bounds (not truncated, not "
+                          "verbose).",
+    "no_unwarranted_refusal": "The answer does not decline the (always benign) instruction.",
+    "factually_correct": "The task family's verifier accepts the answer (not applicable to open-ended tasks).",
+    "coherent": "The answer reads as text rather than token soup (coherence score >= 0.5: word-like tokens, clean "
+                "characters, no loops or stutters, balanced brackets).",
+    "on_topic": "The answer mentions the item's subject (or the verifier accepts it).",
+    "format": "Composite: ends_with_end, proper_structure and no_rambling all pass.",
+    "content": "Composite: factually_correct (where applicable), addresses_instruction, on_topic and "
+               "no_unwarranted_refusal all pass.",
+    "overall": "Every applicable criterion passes (the seed study's endpoint).",
+}
 #: Every endpoint a score row carries, in report order: the nine criteria, the composites, ``overall``.
 ENDPOINTS: tuple[str, ...] = (*CRITERIA, *COMPOSITES, OVERALL)
 #: Criteria that judge the whole generation; the others judge the answer segment.
@@ -727,7 +749,7 @@ def score_file(
 
 
 __all__ = [
-    "COMPOSITES", "CRITERIA", "COHERENCE_THRESHOLD", "ENDPOINTS", "FORMAT_CRITERIA", "KNOWN_PUNCTUATION", "OVERALL", "REFUSAL_PATTERNS", "REPETITION_THRESHOLD",
+    "COMPOSITES", "CRITERIA", "COHERENCE_THRESHOLD", "DEFINITIONS", "ENDPOINTS", "FORMAT_CRITERIA", "KNOWN_PUNCTUATION", "OVERALL", "REFUSAL_PATTERNS", "REPETITION_THRESHOLD",
     "SHORT_ANSWER_MAX_WORDS", "answer_segment", "coherence", "composites", "coherence_parts", "is_refusal", "is_word_like", "mentions_topic",
     "overall", "rates", "repetition", "run_on", "score_file", "score_record", "score_response", "template_residue",
     "word_count",

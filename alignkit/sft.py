@@ -2,7 +2,9 @@
 
     alignkit run --preset tiny --stages 02        (or notebooks/02_sft_training.ipynb)
 
-Trains with TRL's ``SFTTrainer`` on the prompt/completion rows of ``01_sft_data/sft.jsonl``. Before any
+Runs once per training seed (``02_sft_training/seed<N>/``). Trains with TRL's ``SFTTrainer`` on the
+prompt/completion rows of ``01_sft_data/sft.jsonl``, with the dev examples (``dev_sft.jsonl``) as the held-out
+eval set (loss every epoch). Before any
 training step the loss mask is checked twice: on every example with :mod:`alignkit.masks` (full-sequence
 offsets), and on the trainer's own collated batches (the kept labels must decode to exactly
 ``completion + EOS``). Either failing stops the stage. Full fine-tuning, LoRA and QLoRA by config; an
@@ -71,8 +73,9 @@ def verify_trainer_batches(trainer, tokenizer, rows: list[dict], n_batches: int 
     return checked
 
 
-def train(run: Run, ctx, base_path, rows: list[dict]) -> dict[str, Any]:
-    """Train the SFT model into ``ctx.dir/model``; returns the training summary."""
+def train(run: Run, ctx, base_path, rows: list[dict], dev_rows: list[dict]) -> dict[str, Any]:
+    """Train the SFT model into ``ctx.dir/model`` (held-out loss on ``dev_rows`` every epoch); returns the
+    training summary."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -89,14 +92,17 @@ def train(run: Run, ctx, base_path, rows: list[dict]) -> dict[str, Any]:
                                "data": [r["id"] + r["completion"] for r in rows]})
     checkpoints = ctx.path("checkpoints")
     resume = prepare_checkpoints(checkpoints, fingerprint, ctx.force)
-    args = SFTConfig(**trainer_kwargs(train_cfg, cfg, checkpoints), completion_only_loss=True, packing=False,
+    args = SFTConfig(**trainer_kwargs(train_cfg, cfg, checkpoints, evaluate=bool(dev_rows)),
+                     completion_only_loss=True, packing=False,
                      dataset_num_proc=None, shuffle_dataset=True, disable_tqdm=False)
     dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+    dev = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in dev_rows]) \
+        if dev_rows else None
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, eval_dataset=dev, processing_class=tokenizer,
                          peft_config=peft_config(train_cfg))
     batch_rows = verify_trainer_batches(trainer, tokenizer, rows)
     started = time.monotonic()
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.monotonic() - started
     record_rank(trainer, ctx.dir, "sft")
     trainer.accelerator.wait_for_everyone()
@@ -107,9 +113,12 @@ def train(run: Run, ctx, base_path, rows: list[dict]) -> dict[str, Any]:
         saved = save_trained(trainer.accelerator.unwrap_model(trainer.model), tokenizer, ctx.path("model"),
                              merge=train_cfg.method != "qlora" and train_cfg.merge_adapter)
     losses = [h["loss"] for h in history if "loss" in h]
+    dev_losses = [h["eval_loss"] for h in history if "eval_loss" in h]
     summary = {"method": train_cfg.method, "saved": saved, "resumed_from": resume.name if resume else None,
                "train_seconds": round(seconds, 1), "steps": trainer.state.global_step,
                "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
+               "train_loss_mean": round(output.training_loss, 4),
+               "dev_loss_per_epoch": [round(x, 4) for x in dev_losses], "dev_examples": len(dev_rows),
                "masks": {**mask_summary, "trainer_batch_rows_checked": batch_rows},
                "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)}
     del trainer, model
@@ -156,15 +165,17 @@ def run(run: Run, force: bool = False) -> dict[str, Any]:
     cfg = run.config
     base_path = ensure_base(cfg)
     sft_path = run.output("01_sft_data", "sft")
+    dev_path = run.output("01_sft_data", "dev_sft")
     eval_path = run.output("01_sft_data", "eval_items")
-    inputs = {"sft": sft_path, "eval_items": eval_path}
+    inputs = {"sft": sft_path, "dev_sft": dev_path, "eval_items": eval_path}
     if base_path.exists():
         inputs["base_model"] = base_path
 
     def body(ctx) -> None:
         rows = records.load_records(sft_path, "sft")  # validated at the boundary, before any compute
+        dev_rows = records.load_records(dev_path, "sft")
         eval_items = records.load_records(eval_path, "eval-items")
-        summary = train(run, ctx, base_path, rows)
+        summary = train(run, ctx, base_path, rows, dev_rows)
         if not is_main_process():  # other torchrun ranks only train
             return
         ctx.add_output("model", ctx.path("model"))

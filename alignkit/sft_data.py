@@ -9,8 +9,11 @@ evaluation's format, topic and length criteria). An instruction with no accepted
 No response is ever written by hand: every kept ``response`` is a substring of the model's ``raw_output``.
 
 Outputs in ``01_sft_data/``: ``sft.jsonl`` (prompt/completion rows in the study's template, with the exact
-few-shot prompt, raw output, attempt and sampling parameters of the generation), ``eval_items.jsonl``
-(the held-out set, checked disjoint from every SFT instruction) and ``manifest.json`` with the QC summary.
+few-shot prompt, raw output, attempt and sampling parameters of the generation), ``dev_sft.jsonl`` (the same for
+dev-split instructions: the trainers' held-out eval sets), ``eval_items.jsonl`` (the test split, evaluated once by
+stage 06), ``dev_items.jsonl`` (the dev split, for choosing settings), ``fewshot_shots.jsonl`` (the training-split
+exemplars of every few-shot prompt, reused by the ``base_fewshot`` arm) and ``manifest.json`` with the QC
+summary. The three splits are disjoint by key and near-duplicate instruction (checked before writing).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 
 from alignkit import fewshot, files, records, template, world
 from alignkit.runs import Run, execute_stage
-from alignkit.tinybase import ensure_base, few_shot_prompts
+from alignkit.tinybase import ensure_base
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +118,7 @@ def generate_examples(model, tokenizer, candidates: list[world.Item], shots_pool
     from alignkit.generation import GenerationConfig, generate
 
     data_cfg = cfg.sft_data
-    prompts = dict(zip((c.id for c in candidates), few_shot_prompts(candidates, shots_pool, data_cfg.few_shot, seed)))
+    prompts = dict(zip((c.id for c in candidates), fewshot.prompts_for(candidates, shots_pool, data_cfg.few_shot, seed)))
     pending = list(candidates)
     accepted: list[dict] = []
     attempts_hist: Counter = Counter()
@@ -148,6 +151,77 @@ def generate_examples(model, tokenizer, candidates: list[world.Item], shots_pool
     return accepted, attempts_hist, dropped, tally
 
 
+def splits(cfg) -> tuple[list[world.Item], list[world.Item], list[world.Item]]:
+    """``(test items, dev items, few-shot exemplars)`` for the data seed: the test split (evaluated once by stage
+    06), the dev split (disjoint from test by key and near-duplicate; trainer eval sets and choices of settings)
+    and the exemplars of the few-shot prompts, drawn from the training split (disjoint from both)."""
+    families, seed = cfg.world.families, cfg.seed
+    test = world.heldout_items(seed, cfg.world.n_eval, families)
+    dev = world.dev_items(seed, cfg.world.n_dev, exclude=test, families=families)
+    # Few-shot exemplars are demonstrations with canonical answers, taken from the training split.
+    shots = world.training_items(seed + 7919, 4 * len(families), exclude=[*test, *dev], families=families)
+    return test, dev, shots
+
+
+def generate_training_examples(handle, cfg, excluded: list[world.Item], shots_pool: list[world.Item]):
+    """Rounds of fresh training-split candidates until ``sft_data.n_examples`` are accepted (or
+    :data:`MAX_ROUNDS`); returns ``(records, attempts histogram, drop reasons, per-family tally, duplicates
+    removed, candidates)``."""
+    data_cfg, families, seed = cfg.sft_data, cfg.world.families, cfg.seed
+    excluded = list(excluded)
+    accepted: list[dict] = []
+    attempts_hist: Counter = Counter()
+    dropped: Counter = Counter()
+    tally: dict[str, Counter] = defaultdict(Counter)
+    duplicates_removed, n_candidates = 0, 0
+    for round_index in range(MAX_ROUNDS):
+        missing = data_cfg.n_examples - len(accepted)
+        if missing <= 0:
+            break
+        wanted = math.ceil(missing * data_cfg.candidate_factor) + len(families)
+        try:
+            fresh = world.training_items(seed + round_index, wanted, exclude=excluded, families=families)
+        except ValueError as error:
+            log.warning("no more fresh training instructions: %s", error)
+            break
+        # Ids restart in every round's sample: make them unique across rounds.
+        fresh = [dataclasses.replace(item, id=f"r{round_index}-{item.id}") for item in fresh]
+        fresh, removed = deduplicate(fresh)
+        duplicates_removed += removed
+        n_candidates += len(fresh)
+        excluded.extend(fresh)
+        got, hist, drop, fam = generate_examples(handle.model, handle.tokenizer, fresh, shots_pool, cfg,
+                                                 seed + round_index)
+        accepted.extend(got)
+        attempts_hist.update(hist)
+        dropped.update(drop)
+        for family, counts in fam.items():
+            tally[family].update(counts)
+        log.info("round %d: %d candidates, %d accepted (total %d of %d wanted)", round_index + 1,
+                 len(fresh), len(got), len(accepted), data_cfg.n_examples)
+    return accepted, attempts_hist, dropped, tally, duplicates_removed, n_candidates
+
+
+def balanced_rows(accepted: list[dict], n: int, families: tuple[str, ...]) -> list[dict]:
+    """``n`` accepted records balanced over families (:func:`balance`), in their balanced order."""
+    by_id = {rec["id"]: rec for rec in accepted}
+    items = [world.Item.from_record({"id": r["id"], "family": r["family"], "instruction": r["instruction"],
+                                     "reference": None, "params": r["params"]}) for r in accepted]
+    return [by_id[item.id] for item in balance(items, n, families)]
+
+
+def check_disjoint(rows: list[dict], dev_rows: list[dict], test: list[world.Item], dev: list[world.Item]) -> None:
+    """Refuse to write data whose splits overlap by normalised text or near-duplicate match."""
+    for name, texts, held_out in (("SFT", [r["instruction"] for r in rows], test),
+                                  ("SFT", [r["instruction"] for r in rows], dev),
+                                  ("dev SFT", [r["instruction"] for r in dev_rows], test),
+                                  ("dev", [i.instruction for i in dev], test)):
+        overlaps = world.find_overlaps(texts, [item.instruction for item in held_out])
+        if overlaps:
+            raise RuntimeError(f"{len(overlaps)} {name} instructions overlap a held-out split, e.g. "
+                               f"{texts[overlaps[0][0]]!r} ~ {held_out[overlaps[0][1]].instruction!r}")
+
+
 def run(run: Run, force: bool = False) -> dict[str, Any]:
     """Execute stage 01 (cached); returns its manifest."""
     cfg = run.config
@@ -157,71 +231,47 @@ def run(run: Run, force: bool = False) -> dict[str, Any]:
     def body(ctx) -> None:
         from alignkit import modeling
 
-        data_cfg, families, seed = cfg.sft_data, cfg.world.families, cfg.seed
-        eval_items = world.heldout_items(seed, cfg.world.n_eval, families)
-        # Few-shot exemplars are seed demonstrations (canonical answers), kept apart from both splits' items.
-        shots_pool = world.training_items(seed + 7919, 4 * len(families), exclude=eval_items, families=families)
-        excluded = list(eval_items) + list(shots_pool)
-        accepted: list[dict] = []
-        attempts_hist: Counter = Counter()
-        dropped: Counter = Counter()
-        tally: dict[str, Counter] = defaultdict(Counter)
-        duplicates_removed, n_candidates = 0, 0
+        data_cfg, families = cfg.sft_data, cfg.world.families
+        test, dev, shots_pool = splits(cfg)
         with modeling.loaded(base_path, cfg.model) as handle:
             tokenizer = handle.tokenizer  # kept past the block for the QC token lengths (the model is freed)
             modeling.check_base_model(cfg.model.base, cfg.model, tokenizer)  # no chat template: a true base
-            for round_index in range(MAX_ROUNDS):
-                missing = data_cfg.n_examples - len(accepted)
-                if missing <= 0:
-                    break
-                wanted = math.ceil(missing * data_cfg.candidate_factor) + len(families)
-                try:
-                    fresh = world.training_items(seed + round_index, wanted, exclude=excluded, families=families)
-                except ValueError as error:
-                    log.warning("no more fresh training instructions: %s", error)
-                    break
-                # Ids restart in every round's sample: make them unique across rounds.
-                fresh = [dataclasses.replace(item, id=f"r{round_index}-{item.id}") for item in fresh]
-                fresh, removed = deduplicate(fresh)
-                duplicates_removed += removed
-                n_candidates += len(fresh)
-                excluded.extend(fresh)
-                got, hist, drop, fam = generate_examples(handle.model, handle.tokenizer, fresh, shots_pool, cfg,
-                                                         seed + round_index)
-                accepted.extend(got)
-                attempts_hist.update(hist)
-                dropped.update(drop)
-                for family, counts in fam.items():
-                    tally[family].update(counts)
-                log.info("round %d: %d candidates, %d accepted (total %d of %d wanted)", round_index + 1,
-                         len(fresh), len(got), len(accepted), data_cfg.n_examples)
+            accepted, attempts_hist, dropped, tally, duplicates_removed, n_candidates = generate_training_examples(
+                handle, cfg, [*test, *dev, *shots_pool], shots_pool)
+            # Dev examples: the same few-shot best-of-N on dev-split instructions (one round: the split is fixed).
+            dev_candidates = [dataclasses.replace(item, id=f"d-{item.id}") for item in dev]
+            dev_accepted, _hist, dev_dropped, _fam = generate_examples(handle.model, handle.tokenizer,
+                                                                       dev_candidates, shots_pool, cfg, cfg.seed + 97)
+        rows = balanced_rows(accepted, data_cfg.n_examples, families)
+        dev_rows = balanced_rows(dev_accepted, data_cfg.n_dev_examples, families)
+        check_disjoint(rows, dev_rows, test, dev)
+        for kind, records_ in (("sft", rows), ("sft", dev_rows), ("eval-items", [i.to_record() for i in test]),
+                               ("eval-items", [i.to_record() for i in dev]),
+                               ("eval-items", [i.to_record() for i in shots_pool])):
+            for record in records_:
+                problems = records.check_record(kind, record)
+                if problems:
+                    raise RuntimeError(f"generated {kind} record {record['id']} is invalid: {problems}")
 
-        by_id = {rec["id"]: rec for rec in accepted}
-        chosen_items = balance([world.Item.from_record(
-            {"id": r["id"], "family": r["family"], "instruction": r["instruction"], "reference": None,
-             "params": r["params"]}) for r in accepted], data_cfg.n_examples, families)
-        rows = [by_id[item.id] for item in chosen_items]
-        overlaps = world.find_overlaps([r["instruction"] for r in rows], [e.instruction for e in eval_items])
-        if overlaps:
-            raise RuntimeError(f"{len(overlaps)} SFT instructions overlap the held-out set, e.g. "
-                               f"{rows[overlaps[0][0]]['instruction']!r} ~ {eval_items[overlaps[0][1]].instruction!r}")
-        for row in rows:
-            problems = records.check_record("sft", row)
-            if problems:
-                raise RuntimeError(f"generated SFT record {row['id']} is invalid: {problems}")
-        for item in eval_items:
-            problems = records.check_record("eval-items", item.to_record())
-            if problems:
-                raise RuntimeError(f"held-out item {item.id} is invalid: {problems}")
-
-        n_sft = files.write_jsonl(ctx.path("sft.jsonl"), rows)
-        n_eval = files.write_jsonl(ctx.path("eval_items.jsonl"), (item.to_record() for item in eval_items))
-        ctx.add_output("sft", ctx.path("sft.jsonl"), rows=n_sft, kind="sft")
-        ctx.add_output("eval_items", ctx.path("eval_items.jsonl"), rows=n_eval, kind="eval-items")
+        outputs = (("sft", "sft.jsonl", rows, "sft"), ("dev_sft", "dev_sft.jsonl", dev_rows, "sft"),
+                   ("eval_items", "eval_items.jsonl", [i.to_record() for i in test], "eval-items"),
+                   ("dev_items", "dev_items.jsonl", [i.to_record() for i in dev], "eval-items"),
+                   ("fewshot_shots", "fewshot_shots.jsonl", [i.to_record() for i in shots_pool], "eval-items"))
+        for name, filename, data, kind in outputs:
+            count = files.write_jsonl(ctx.path(filename), data)
+            ctx.add_output(name, ctx.path(filename), rows=count, kind=kind)
         ctx.summary.update(qc_summary(rows, tally, attempts_hist, dropped, duplicates_removed, n_candidates,
                                       data_cfg.n_examples, response_token_lengths(tokenizer, rows)))
-        if n_sft < data_cfg.n_examples:
-            log.warning("only %d of %d SFT examples were accepted; see the QC summary", n_sft, data_cfg.n_examples)
+        ctx.summary["dev"] = {"items": len(dev), "candidates": len(dev_candidates), "accepted": len(dev_accepted),
+                              "kept": len(dev_rows), "wanted": data_cfg.n_dev_examples,
+                              "dropped": dict(sorted(dev_dropped.items()))}
+        ctx.summary["splits"] = {"train_examples": len(rows), "dev_items": len(dev), "test_items": len(test),
+                                 "fewshot_shots": len(shots_pool)}
+        if len(rows) < data_cfg.n_examples:
+            log.warning("only %d of %d SFT examples were accepted; see the QC summary", len(rows),
+                        data_cfg.n_examples)
+        if len(dev_rows) < data_cfg.n_dev_examples:
+            log.warning("only %d of %d dev SFT examples were accepted", len(dev_rows), data_cfg.n_dev_examples)
 
     return execute_stage(run, STAGE, sections=("model", "base_build", "world", "sft_data"), inputs=inputs,
                          body=body, force=force)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from alignkit.config import PER_SEED_STAGES
 from alignkit.runs import Run, stage_name, world_size
 
-#: stage -> module whose ``run(run, force)`` executes it.
+#: stage -> module whose ``run(run, force)`` executes it (for a per-seed stage: one seed's view of the run).
 MODULES = {
     "01_sft_data": "alignkit.sft_data",
     "02_sft_training": "alignkit.sft",
@@ -21,11 +22,14 @@ MODULES = {
 DISTRIBUTED = ("02_sft_training", "05_dpo_training")
 
 
-def run_stage(run: Run, stage: str, force: bool = False) -> dict[str, Any]:
-    """Run one stage (cached unless ``force``) and return its manifest."""
+def run_stage(run: Run, stage: str, force: bool = False) -> dict[Any, Any]:
+    """Run one stage (cached unless ``force``). Returns its manifest, or for a per-seed stage
+    ``{seed: manifest}`` over the run's training seeds (each seed's unit is cached on its own)."""
     stage = stage_name(stage)
     if world_size() > 1 and stage not in DISTRIBUTED:
         raise RuntimeError(f"{stage} runs in one process; launch only the training stages (02, 05) with "
                            "torchrun/accelerate launch, and the others with `alignkit stage` or `alignkit run`")
     module = importlib.import_module(MODULES[stage])
+    if stage in PER_SEED_STAGES:
+        return {view.training_seed: module.run(view, force=force) for view in run.seed_views()}
     return module.run(run, force=force)

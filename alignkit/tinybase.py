@@ -193,27 +193,6 @@ def perplexity(model, blocks, batch_size: int = 32) -> float:
     return math.exp(total / max(1, count))
 
 
-def few_shot_prompts(items: list[world.Item], shots_pool: list[world.Item], k: int, seed: int) -> list[str]:
-    """One few-shot prompt per item, with ``k`` same-family exemplars (their reference answers) from the pool.
-
-    Exemplars of open-ended families use their reference-free sentence: those items are given a
-    generated reference sentence by the world for demonstration only.
-    """
-    import random
-
-    rng = random.Random(seed)
-    by_family: dict[str, list[world.Item]] = defaultdict(list)
-    for shot in shots_pool:
-        if shot.reference is not None:
-            by_family[shot.family].append(shot)
-    prompts = []
-    for item in items:
-        pool = by_family.get(item.family) or [s for group in by_family.values() for s in group]
-        shots = rng.sample(pool, min(k, len(pool)))
-        prompts.append(fewshot.prompt([(s.instruction, s.reference) for s in shots], item.instruction))
-    return prompts
-
-
 def measure_few_shot(model, tokenizer, families: tuple[str, ...], seed: int, *, per_family: int = MEASURE_PER_FAMILY,
                      progress: bool = False) -> dict[str, Any]:
     """Greedy few-shot accuracy per family on held-out items (verifier-checked; open-ended: not applicable)."""
@@ -222,7 +201,7 @@ def measure_few_shot(model, tokenizer, families: tuple[str, ...], seed: int, *, 
     items = world.heldout_items(seed, per_family * len(families), families)
     pool = world.training_items(seed + 1, 6 * len(families), exclude=items, families=families)
     pool = [item for item in pool if item.reference is not None]
-    prompts = few_shot_prompts(items, pool, MEASURE_SHOTS, seed)
+    prompts = fewshot.prompts_for(items, pool, MEASURE_SHOTS, seed)
     outputs = generate(model, tokenizer, prompts,
                        GenerationConfig(max_new_tokens=24, stop_strings=fewshot.STOP_STRINGS, batch_size=64),
                        desc="measuring few-shot", progress=progress)

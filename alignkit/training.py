@@ -95,10 +95,13 @@ def load_trainable(path: str | Path, cfg: StudyConfig, train: TrainConfig, adapt
     return model, load_tokenizer(path, cfg.model)
 
 
-def trainer_kwargs(train: TrainConfig, cfg: StudyConfig, output_dir: Path) -> dict[str, Any]:
-    """Arguments shared by ``trl.SFTConfig`` and ``trl.DPOConfig`` (names as in TRL 1.16)."""
+def trainer_kwargs(train: TrainConfig, cfg: StudyConfig, output_dir: Path, evaluate: bool = False) -> dict[str, Any]:
+    """Arguments shared by ``trl.SFTConfig`` and ``trl.DPOConfig`` (names as in TRL 1.16); ``evaluate`` adds an
+    evaluation of the dev eval set at the end of every epoch."""
     device = device_for(cfg.model)
-    return {
+    evaluation = {"eval_strategy": "epoch", "per_device_eval_batch_size": train.batch_size} if evaluate else \
+        {"eval_strategy": "no"}
+    return {**evaluation,
         "output_dir": str(output_dir), "num_train_epochs": train.epochs,
         "per_device_train_batch_size": train.batch_size, "gradient_accumulation_steps": train.gradient_accumulation,
         "learning_rate": train.learning_rate, "lr_scheduler_type": "cosine", "warmup_steps": train.warmup_ratio,  # a float in [0, 1) is a ratio

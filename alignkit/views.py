@@ -1,17 +1,35 @@
-"""Tables and figures the notebooks display, built from stage manifests and output files.
+"""What the notebooks call to set themselves up and to show a stage: the run, its manifests as tables, records.
 
-Notebooks stay thin: they call these and show what comes back (pandas DataFrames, matplotlib figures).
+Notebooks stay thin: they call these (and :mod:`alignkit.report`'s tables and figures) and display what comes back.
 """
 
 from __future__ import annotations
 
+import logging
+import sys
+from collections.abc import Mapping
 from typing import Any
 
 from alignkit import files
-from alignkit.runs import Run
+from alignkit.runs import Run, open_run
 
 
-def frame(rows: list[dict[str, Any]] | dict[str, dict[str, Any]], index: str | None = None):
+def notebook_run(preset: str, config_file: str, overrides: str, run_id: str) -> Run:
+    """Set a notebook up (log records go to the cell's normal output, not the red stderr box) and open its run."""
+    root = logging.getLogger()
+    if not any(getattr(h, "_alignkit_notebook", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        handler._alignkit_notebook = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+    run = open_run(preset, config_file or None, overrides, run_id or None)
+    print(f"run {run.run_id!r} (preset {run.config.preset}, training seeds {list(run.config.training_seeds)}) "
+          f"in {run.dir}")
+    return run
+
+
+def frame(rows: list[dict[str, Any]] | dict[Any, dict[str, Any]], index: str | None = None):
     """A DataFrame from records, or from a ``{name: {column: value}}`` mapping (names become the index)."""
     import pandas as pd
 
@@ -21,36 +39,32 @@ def frame(rows: list[dict[str, Any]] | dict[str, dict[str, Any]], index: str | N
     return table.set_index(index) if index and index in table else table
 
 
-def stage_header(manifest: dict[str, Any]):
-    """One-row summary of a stage run: status, cache fingerprint, time, outputs with row counts."""
-    outputs = ", ".join(f"{name} ({entry['rows']} rows)" if entry.get("rows") is not None else name
-                        for name, entry in manifest.get("outputs", {}).items())
-    return frame([{"stage": manifest["stage"], "run": manifest["run_id"], "status": manifest["status"],
-                   "seconds": manifest.get("seconds"), "finished": manifest.get("finished"),
-                   "fingerprint": manifest.get("fingerprint"), "outputs": outputs}], index="stage")
+def stage_header(manifests: Mapping[str, Any]):
+    """One row per stage unit (a manifest, or ``{seed: manifest}`` of a per-seed stage): status, where it came
+    from (run or cache), time, outputs with row counts."""
+    units = {None: manifests} if "status" in manifests else dict(manifests)
+    rows = []
+    for seed, manifest in units.items():
+        outputs = ", ".join(f"{name} ({entry['rows']} rows)" if entry.get("rows") is not None else name
+                            for name, entry in manifest.get("outputs", {}).items())
+        rows.append({"stage": manifest["stage"], "seed": seed, "status": manifest["status"],
+                     "seconds": manifest.get("seconds"), "finished": manifest.get("finished"),
+                     "shared from run": (manifest.get("adopted_from") or {}).get("run_id"),
+                     "fingerprint": manifest.get("fingerprint"), "outputs": outputs})
+    return frame(rows)
+
+
+def per_seed(manifests: Mapping[Any, Mapping[str, Any]], keys: tuple[str, ...]):
+    """Selected summary fields of a per-seed stage, one row per seed."""
+    return frame({f"seed {seed}": {k: m["summary"].get(k) for k in keys} for seed, m in manifests.items()})
 
 
 def sft_data_qc(manifest: dict[str, Any]):
-    """Stage 01: per-family acceptance, and the overall numbers."""
+    """Stage 01: the overall numbers and the per-family acceptance."""
     summary = manifest["summary"]
-    per_family = frame(summary["per_family"])
-    overall = frame([{k: summary[k] for k in ("wanted", "kept", "shortfall", "candidates", "duplicates_removed",
-                                               "acceptance_rate")}])
-    return overall, per_family
-
-
-def attempts_figure(manifest: dict[str, Any]):
-    """Stage 01: how many attempts the accepted responses needed (best-of-N)."""
-    import matplotlib.pyplot as plt
-
-    hist = manifest["summary"]["attempts_histogram"]
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.bar([int(k) for k in hist], list(hist.values()), color="#4c72b0")
-    ax.set_xlabel("attempt that was accepted")
-    ax.set_ylabel("examples")
-    ax.set_title("Best-of-N: accepted attempt")
-    fig.tight_layout()
-    return fig
+    overall = frame([{k: summary.get(k) for k in ("wanted", "kept", "shortfall", "candidates", "duplicates_removed",
+                                                   "acceptance_rate")} | {"dev kept": summary["dev"]["kept"]}])
+    return overall, frame(summary["per_family"])
 
 
 def records_frame(path, columns: list[str], n: int = 10):
@@ -59,41 +73,7 @@ def records_frame(path, columns: list[str], n: int = 10):
     return frame([{c: row.get(c) for c in columns} for row in rows])
 
 
-def loss_figure(histories: dict[str, list[dict[str, Any]]], keys: tuple[str, ...] = ("loss",)):
-    """Training curves: one line per (run, metric) over global steps."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.2), squeeze=False)
-    for ax, key in zip(axes[0], keys):
-        for name, history in histories.items():
-            points = [(h["step"], h[key]) for h in history if key in h and "step" in h]
-            if points:
-                ax.plot(*zip(*points), marker=".", label=name)
-        ax.set_xlabel("step")
-        ax.set_title(key)
-        ax.grid(alpha=0.3)
-        if len(histories) > 1:
-            ax.legend()
-    fig.tight_layout()
-    return fig
-
-
-def load_history(run: Run, stage: str, name: str = "log_history") -> list[dict[str, Any]]:
-    """A stage's saved trainer log history."""
-    return files.read_json(run.output(stage, name))
-
-
-def margin_figure(pairs_path):
-    """Stage 04: distribution of the reference model's margin per negative type."""
-    import matplotlib.pyplot as plt
-
-    rows = files.read_jsonl(pairs_path)
-    types = sorted({r["negative_type"] for r in rows})
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    ax.boxplot([[r["margin"] for r in rows if r["negative_type"] == t] for t in types], showfliers=False)
-    ax.set_xticks(range(1, len(types) + 1), types)
-    ax.axhline(0, color="grey", lw=0.8, ls="--")
-    ax.set_ylabel("log p(chosen) - log p(rejected)")
-    ax.set_title("Reference (SFT) margin per negative type")
-    fig.tight_layout()
-    return fig
+def histories(run: Run, stage: str, names: tuple[str, ...]) -> dict[str, list[dict[str, Any]]]:
+    """``{"<name> seed <N>": trainer log history}`` of a training stage, for every seed."""
+    return {f"{'sft' if name == 'log_history' else name.removesuffix('_log_history')} seed {view.training_seed}":
+            files.read_json(view.output(stage, name)) for view in run.seed_views() for name in names}

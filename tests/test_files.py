@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -241,3 +244,174 @@ def test_sha256_tree_ignores_empty_folders(tmp_path):
     before = files.sha256_tree(root)
     (root / "empty").mkdir()
     assert files.sha256_tree(root) == before
+
+
+# ---------------------------------------------------------------------------------------------- permissions
+@pytest.fixture
+def umask():
+    """Set the process umask for one test and restore it afterwards."""
+    previous = os.umask(0o022)
+    os.umask(previous)
+
+    def set_umask(value: int) -> None:
+        os.umask(value)
+
+    yield set_umask
+    os.umask(previous)
+
+
+def _write_every_way(folder: Path) -> list[Path]:
+    files.write_text(folder / "new" / "a.txt", "a")
+    files.write_bytes(folder / "b.bin", b"b")
+    files.write_json(folder / "c.json", {"c": 1})
+    files.write_jsonl(folder / "d.jsonl", [{"d": 1}])
+    with files.atomic_path(folder / "e.png") as tmp:
+        tmp.write_bytes(b"png")
+    return [folder / "new" / "a.txt", folder / "b.bin", folder / "c.json", folder / "d.jsonl", folder / "e.png"]
+
+
+@pytest.mark.parametrize(("mask", "file_mode", "folder_mode"), [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700),
+                                                                (0o002, 0o664, 0o775)])
+def test_written_files_and_folders_follow_the_umask(tmp_path, umask, mask, file_mode, folder_mode):
+    umask(mask)
+    written = _write_every_way(tmp_path / "out")
+    assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in written} == {p.name: oct(file_mode) for p in written}
+    for folder in (tmp_path / "out", tmp_path / "out" / "new"):
+        assert oct(stat.S_IMODE(folder.stat().st_mode)) == oct(folder_mode)
+
+
+def test_umask_022_makes_results_readable_by_group_and_others(tmp_path, umask):
+    umask(0o022)
+    path = files.write_json(tmp_path / "manifest.json", {"status": "complete"})
+    mode = path.stat().st_mode
+    assert mode & stat.S_IRGRP and mode & stat.S_IROTH and not mode & (stat.S_IWGRP | stat.S_IWOTH)
+    umask(0o077)
+    private = files.write_json(tmp_path / "private.json", {})
+    assert not private.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH)
+
+
+# ---------------------------------------------------------------------------------------------- failed writes
+def _fd_path(fd: int) -> str:
+    return os.readlink(f"/proc/self/fd/{fd}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to tell the test's file apart")
+def test_disk_full_midway_leaves_no_partial_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    target = tmp_path / "weights.bin"
+    files.write_bytes(target, b"old content")
+    real_write = os.write
+    calls = []
+
+    def disk_fills_after_4096_bytes(fd, data):
+        if str(tmp_path) not in _fd_path(fd):
+            return real_write(fd, data)
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, bytes(data[:4096]))  # a short write, as a nearly full disk gives
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(files.os, "write", disk_fills_after_4096_bytes)
+    with pytest.raises(files.WriteFailed) as info:
+        files.write_bytes(target, bytes(10_000))
+    monkeypatch.undo()
+    assert calls == [10_000, 10_000 - 4096]  # the short write was continued, then the disk was full
+    error = info.value
+    assert error.errno == errno.ENOSPC and isinstance(error, OSError)
+    assert str(error).startswith(f"cannot write {target}: no space left on device "
+                                 "(tried to write 9.8 KiB = 10,000 bytes); free space on that file system")
+    assert "\n" not in str(error)
+    assert target.read_bytes() == b"old content"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights.bin"]
+
+
+def test_write_into_a_read_only_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "ro"
+    files.write_text(folder / "m.json", "old")
+    folder.chmod(0o555)
+    try:
+        if os.geteuid() == 0:
+            # Root ignores the folder's mode; refuse creating files in it the way the kernel does for a user.
+            real_open = os.open
+
+            def refuse_create(path, flags, *args, **kwargs):
+                if Path(path).parent == folder and flags & os.O_CREAT:
+                    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+                return real_open(path, flags, *args, **kwargs)
+
+            monkeypatch.setattr(files.os, "open", refuse_create)
+        with pytest.raises(files.WriteFailed) as info:
+            files.write_json(folder / "m.json", {"a": 1})
+        monkeypatch.undo()
+    finally:
+        folder.chmod(0o755)
+    message = str(info.value)
+    assert message.startswith(f"cannot write {folder / 'm.json'}: permission denied (tried to write 13 B = 13 bytes)")
+    assert f"fix the permissions of {folder}" in message and "\n" not in message
+    assert info.value.errno == errno.EACCES
+    assert (folder / "m.json").read_text() == "old"
+    assert sorted(p.name for p in folder.iterdir()) == ["m.json"]
+
+
+@pytest.mark.parametrize(("code", "words", "advice"), [
+    (errno.ENOSPC, "no space left on device", "free space on that file system"),
+    (errno.EDQUOT, "disk quota exceeded", "disk quota"),
+    (errno.EACCES, "permission denied", "may not write there"),
+    (errno.EROFS, "read-only file system", "mounted read-only"),
+])
+def test_failures_in_the_block_name_the_path_and_reason(tmp_path, code, words, advice):
+    target = tmp_path / "fig.png"
+    files.write_bytes(target, b"previous")
+    with pytest.raises(files.WriteFailed) as info:
+        with files.atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise OSError(code, os.strerror(code))
+    message = str(info.value)
+    assert message.startswith(f"cannot write {target}: {words}; ")  # size unknown to atomic_path: not shown
+    assert advice in message and "\n" not in message
+    assert info.value.errno == code and info.value.filename == str(target)
+    assert isinstance(info.value.__cause__, OSError)
+    assert target.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fig.png"]
+
+
+def test_rename_refused_by_a_read_only_mount(tmp_path, monkeypatch):
+    def read_only(src, dst):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(src))
+
+    monkeypatch.setattr(files.os, "replace", read_only)
+    with pytest.raises(files.WriteFailed, match=r"c\.json: read-only file system \(tried to write 13 B = 13 bytes\)"):
+        files.write_json(tmp_path / "c.json", {"c": 1})
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_other_os_errors_are_not_rewrapped(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError):  # the parent is a file: not a space or permission problem
+        files.write_text(tmp_path / "file" / "child.txt", "y")
+    with pytest.raises(FileNotFoundError):
+        with files.atomic_path(tmp_path / "out.txt"):
+            raise FileNotFoundError(errno.ENOENT, "missing input", "in.txt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_write_failed_pickles_and_is_an_os_error():
+    import pickle
+
+    error = files.WriteFailed("/x/y.json", errno.EDQUOT, 5)
+    copy = pickle.loads(pickle.dumps(error))
+    assert str(copy) == str(error) and copy.errno == errno.EDQUOT and copy.nbytes == 5
+    assert isinstance(copy, OSError)
+
+
+def test_permission_advice_names_the_folder_that_refused(tmp_path, monkeypatch):
+    # Creating x/y/ inside an unwritable folder fails in that folder, the nearest one that exists.
+    def refuse(path, mode=0o777):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(files.os, "mkdir", refuse)
+    with pytest.raises(files.WriteFailed) as info:
+        files.write_text(tmp_path / "x" / "y" / "z.txt", "z")
+    monkeypatch.undo()
+    assert f"fix the permissions of {tmp_path} (chown/chmod)" in str(info.value)
+    assert list(tmp_path.iterdir()) == []

@@ -435,3 +435,90 @@ def test_rejected_may_leak_template_text_on_purpose():
     """A 'format' negative is bad *because* it leaks the template; it must still be a valid pair."""
     pair = edit(PAIR, rejected=" Madrid\nInstruction: next\nEND", negative_type="format")
     assert records.check_record("pairs", pair) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# validate_command: a capped defect list, and a hint when the file is of another kind
+# --------------------------------------------------------------------------------------------------
+
+
+def _sft_rows(n: int) -> list[dict[str, Any]]:
+    return [edit(SFT, id=f"sft-{i:04d}") for i in range(n)]
+
+
+def test_validate_command_prints_twenty_defects_then_a_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 60 pairs; the first 15 have two defects each (rejected == chosen, margin a bool): 30 defects.
+    rows = [edit(PAIR, id=f"pair-{i}", rejected=PAIR["chosen"], margin=True) for i in range(15)]
+    rows += [edit(PAIR, id=f"pair-{i}") for i in range(15, 60)]
+    path = write(tmp_path, "pairs", jsonl(*rows))
+    assert records.validate_command(path, "pairs") == 1
+    err = capsys.readouterr().err.splitlines()
+    # Defects 1-20 cover lines 1-10; the 10 not printed are on lines 11-15.
+    assert err[0] == f"{path}:1: rejected: identical to chosen; a preference pair needs two different responses"
+    assert err[19] == f"{path}:10: margin: expected number or null, got bool"
+    assert err[20:] == [
+        "... and 10 more defects (5 lines affected)",
+        f"invalid: 30 defect(s) on 15 line(s) in {path} (45 valid pairs record(s))",
+    ]  # 15 of 60 lines invalid: no guess at another kind
+
+
+def test_validate_command_says_which_kind_the_file_looks_like(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, "sft", jsonl(*_sft_rows(200)))
+    _rows, defects = records.validate_file(path, "pairs")
+    assert records.validate_command(path, "pairs") == 1
+    err = capsys.readouterr().err.splitlines()
+    # As a pair, each SFT line lacks sft_id, negative_type, chosen, rejected, chosen_source and margin: 6 defects,
+    # 1,200 in all. Printed: lines 1-3 and 2 defects of line 4; the 1,180 others are on lines 4-200.
+    assert len(defects) == 1200 and {d.field for d in defects if d.line == 1} == {
+        "sft_id", "negative_type", "chosen", "rejected", "chosen_source", "margin"}
+    assert len(err) == 20 + 3  # not 1,201 lines
+    assert err[20] == "... and 1180 more defects (197 lines affected)"
+    assert err[21] == f"invalid: 1200 defect(s) on 200 line(s) in {path} (0 valid pairs record(s))"
+    assert err[22] == (f"this file looks like kind 'sft': 200 of 200 lines are valid sft records; "
+                       f"run: alignkit validate {path} --kind sft")
+    # Following the advice works.
+    assert records.validate_command(path, "sft") == 0
+    assert capsys.readouterr().out == f"ok: 200 sft records in {path}\n"
+
+
+def test_validate_command_hint_needs_a_majority_of_another_kind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 7 SFT lines and 3 pairs, checked as eval-items: sft fits 7 of 10.
+    pairs = [edit(PAIR, id=f"p{i}") for i in range(3)]
+    path = write(tmp_path, "mixed", jsonl(*_sft_rows(7), *pairs))
+    assert records.validate_command(path, "eval-items") == 1
+    assert capsys.readouterr().err.splitlines()[-1].startswith(
+        "this file looks like kind 'sft': 7 of 10 lines are valid sft records; run: alignkit validate")
+    # 5 SFT lines and 5 pairs, checked as negatives: no kind fits more than half.
+    path = write(tmp_path, "half", jsonl(*_sft_rows(5), *[edit(PAIR, id=f"p{i}") for i in range(5)]))
+    assert records.validate_command(path, "negatives") == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "it does not look like another kind either: at most 5 of 10 lines are valid as any other kind "
+        "(eval-items, sft, pairs, responses); check how the file was written")
+
+
+def test_validate_command_no_hint_when_half_the_lines_are_valid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 2 valid SFT lines, 2 SFT lines without a response: half valid, so it is this kind with defects.
+    rows = [*_sft_rows(2), edit(SFT, id="x1", drop=("response",)), edit(SFT, id="x2", drop=("response",))]
+    path = write(tmp_path, "sft", jsonl(*rows))
+    assert records.validate_command(path, "sft") == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == f"invalid: 2 defect(s) on 2 line(s) in {path} (2 valid sft record(s))"
+    assert not any("looks like" in line or "another kind" in line for line in err)
+
+
+def test_validate_command_hint_for_lines_that_are_not_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, "junk", jsonl("not json", "{also not", '{"x": 1}'))
+    assert records.validate_command(path, "sft") == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "it does not look like another kind either: at most 0 of 3 lines are valid as any other kind "
+        "(eval-items, negatives, pairs, responses); check how the file was written")
