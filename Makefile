@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" >/dev/null 2>&1 || $(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[dev,gpu]"
-	$(PY) -m ipykernel install --sys-prefix --name alignkit --display-name "Python (alignkit)" >/dev/null
+	$(PY) -c "from alignkit.runner import ensure_kernel; ensure_kernel()"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -38,12 +38,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from alignkit.runner import run_notebooks
 
     results = run_notebooks(args.preset, config_file=args.config_file, overrides=args.overrides,
-                            stages=args.stages, run_id=args.run_id, force=args.force, progress=not args.quiet)
-    for result in results:
-        print(f"{result.stage}: {result.seconds:.1f} s  {result.html}")
+                            stages=args.stages, run_id=args.run_id, force=args.force, progress=not args.quiet,
+                            verbose=args.verbose)
     if results:
-        report = results[-1].html.parent / "report.html"
-        print(f"report: {report}" if report.exists() else f"notebook exports: {results[-1].html.parent}")
+        folder = results[-1].html.parent
+        report = folder / "report.html"
+        if (folder / "results.json").is_file():
+            from alignkit import files
+
+            print(files.read_json(folder / "results.json").get("headline", ""))
+        print(f"report: {report}" if report.exists() else f"notebook exports: {folder}")
     return 0
 
 
@@ -133,9 +137,12 @@ def cmd_stage(args: argparse.Namespace) -> int:
     """Run stages directly in this process (no notebooks): for scripts, torchrun and debugging."""
     from alignkit import runs, stages
 
+    from alignkit.lock import run_lock
+
     run = runs.open_run(args.preset, args.config_file, args.overrides, args.run_id)
-    for stage in runs.stage_range(args.stages):
-        result = stages.run_stage(run, stage, force=args.force)
+    with run_lock(run.dir, f"alignkit stage --stages {args.stages}"):
+        results = {stage: stages.run_stage(run, stage, force=args.force) for stage in runs.stage_range(args.stages)}
+    for stage, result in results.items():
         per_seed = result if "status" not in result else {None: result}
         for seed, manifest in per_seed.items():
             where = "" if seed is None else f" seed {seed}"
@@ -216,10 +223,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"alignkit: config error: {error}", file=sys.stderr)
         return 2
     except Exception as error:  # one clear line for known failures; tracebacks with -v
+        from alignkit.disk import DiskSpaceError
+        from alignkit.files import WriteFailed
+        from alignkit.lock import RunLockedError
+        from alignkit.records import InvalidInputError
         from alignkit.runner import NotebookFailed
         from alignkit.runs import StageInputError
 
-        if isinstance(error, (NotebookFailed, StageInputError, FileNotFoundError)) and not args.verbose:
+        known = (NotebookFailed, StageInputError, FileNotFoundError, RunLockedError, WriteFailed, DiskSpaceError,
+                 InvalidInputError)
+        if isinstance(error, known) and not args.verbose:
             print(f"alignkit: {error}", file=sys.stderr)
             return 1
         raise

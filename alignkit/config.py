@@ -45,6 +45,18 @@ ENDPOINTS = ("ends_with_end", "proper_structure", "no_rambling", "addresses_inst
 SEED_MIX = {"refusal": 0.30, "format": 0.25, "incorrect": 0.20, "off_topic": 0.15, "verbose": 0.10}
 MIX_NAMES = ("seed", "uniform", "observed")
 STAGES = ("01_sft_data", "02_sft_training", "03_negatives", "04_preference_pairs", "05_dpo_training", "06_evaluation")
+#: The module whose ``run(run, force)`` executes each stage (its code, with everything it imports from alignkit,
+#: is part of the stage's cache key: see alignkit.codehash).
+STAGE_MODULES = {
+    "01_sft_data": "alignkit.sft_data",
+    "02_sft_training": "alignkit.sft",
+    "03_negatives": "alignkit.negatives",
+    "04_preference_pairs": "alignkit.pairs",
+    "05_dpo_training": "alignkit.dpo",
+    "06_evaluation": "alignkit.evaluation",
+}
+#: Negative methods whose text is the SFT model's own output: the policy DPO starts from (for sft_dpo).
+ON_POLICY_METHODS = ("sft_greedy", "sft_sample")
 #: Stages that run once per training seed (``<stage>/seed<N>/``): SFT, its negatives and pairs, DPO. Stage 01's
 #: data (made by the base model) and stage 06 (every seed's models, pooled) are shared by all seeds.
 PER_SEED_STAGES = ("02_sft_training", "03_negatives", "04_preference_pairs", "05_dpo_training")

@@ -120,7 +120,7 @@ def reference_check(trainer, dtype: str, n_pairs: int = REFERENCE_CHECK_PAIRS) -
 
 def implicit_rewards(model, tokenizer, pairs: list[dict], batch_size: int) -> tuple[list[float], list[float]]:
     """``(log p(chosen), log p(rejected))`` per pair under ``model`` (eval mode, completion tokens only)."""
-    from alignkit.pairs import completion_logprobs
+    from alignkit.logprobs import completion_logprobs
 
     was_training = model.training
     model.eval()
@@ -167,12 +167,13 @@ def train_one(run: Run, ctx, name: str, init: tuple[Path, Path | None], pairs: l
     from trl import DPOConfig, DPOTrainer
 
     from alignkit.config import config_hash
-    from alignkit.training import (load_trainable, log_history, peft_config, prepare_checkpoints, record_rank,
-                                   save_trained, trainer_kwargs)
+    from alignkit.training import (check_disk, load_trainable, log_history, peft_config, prepare_checkpoints,
+                                   progress_callback, record_rank, save_trained, trainer_kwargs)
 
     cfg = run.config
     dpo = cfg.dpo
     path, adapter = init
+    check_disk(ctx.dir, path, cfg, dpo, f"DPO {name} (seed {cfg.seed})")
     model, tokenizer = load_trainable(path, cfg, dpo, adapter=adapter)
     fingerprint = config_hash({**run_configs(run)[name], "pairs": [p["id"] + p["chosen"] + p["rejected"]
                                                                     for p in pairs]})
@@ -189,7 +190,8 @@ def train_one(run: Run, ctx, name: str, init: tuple[Path, Path | None], pairs: l
     # with full fine-tuning the reference log-probs are precomputed from the initial weights.
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset(pairs),
                          eval_dataset=dataset(dev_pairs) if dev_pairs else None, processing_class=tokenizer,
-                         peft_config=peft_config(dpo) if adapter is None else None)
+                         peft_config=peft_config(dpo) if adapter is None else None,
+                         callbacks=[progress_callback(f"DPO {name} seed {cfg.seed}")])
     check = reference_check(trainer, cfg.model.dtype)
     before = implicit_rewards(trainer.model, tokenizer, pairs, cfg.pairs.batch_size)
     dev_before = implicit_rewards(trainer.model, tokenizer, dev_pairs, cfg.pairs.batch_size)

@@ -23,8 +23,8 @@ Scoring (no model needed) runs :func:`alignkit.scoring.score_response` on every 
 :func:`alignkit.results.build_results`.
 
 Outputs in ``06_evaluation/``: ``responses_<arm>[_seed<N>].jsonl`` (+ ``.json`` sidecar: resume key and memory),
-``responses.jsonl``, ``scores.jsonl``, ``results.json`` and ``manifest.json``; ``results.json`` is copied to
-``reports/<run_id>/`` next to ``report.html``.
+``responses.jsonl``, ``scores.jsonl``, ``results.json`` and ``manifest.json``. The report (``alignkit.report``)
+is rendered from them afterwards and copies ``results.json`` next to ``report.html``.
 """
 
 from __future__ import annotations
@@ -443,9 +443,8 @@ def clear_responses(out_dir: Path) -> None:
 
 
 def run(run: Run, force: bool = False) -> dict[str, Any]:
-    """Execute stage 06 (cached), then write ``reports/<run_id>/results.json`` and ``report.html``."""
-    from alignkit import report
-
+    """Execute stage 06 (cached); returns its manifest. The report is rendered from its results afterwards
+    (:func:`alignkit.report.build`; ``alignkit.stages.run_stage`` does both)."""
     cfg = run.config
     items_path = run.output("01_sft_data", SPLIT_OUTPUTS[cfg.evaluation.split])
     shots_path = run.output("01_sft_data", "fewshot_shots")
@@ -488,8 +487,5 @@ def run(run: Run, force: bool = False) -> dict[str, Any]:
         })
         log.info("headline: %s", stats_block["headline"])
 
-    manifest = execute_stage(run, STAGE, sections=("model", "evaluation", "sft_data"), inputs=inputs, body=body,
-                             force=force)
-    files.write_bytes(run.report_dir / "results.json", run.output(STAGE, "results").read_bytes())
-    report.build(run)
-    return manifest
+    return execute_stage(run, STAGE, sections=("model", "evaluation", "sft_data"), inputs=inputs, body=body,
+                         force=force)

@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from alignkit import files, records, scoring, template, world
-from alignkit.config import NEGATIVE_TYPES, SEED_MIX
+from alignkit.config import NEGATIVE_TYPES, ON_POLICY_METHODS, SEED_MIX
 from alignkit.runs import Run, execute_stage
 from alignkit.tinybase import ensure_base
 
@@ -54,8 +54,6 @@ TYPE_RULES: dict[str, dict[str, tuple[str, ...]]] = {
     "off_topic": {"fail": ("on_topic",), "pass": ("ends_with_end",)},
     "verbose": {"fail": ("appropriate_length", "no_rambling"), "pass": ()},
 }
-#: Methods whose text is the SFT model's own output: the policy DPO starts from (for sft_dpo).
-ON_POLICY_METHODS = ("sft_greedy", "sft_sample")
 #: Preference among methods when filling a type (lower first); rules come last.
 METHOD_RANK = {"sft_greedy": 0, "sft_sample": 0, "base_continuation": 1}
 

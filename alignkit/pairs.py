@@ -25,7 +25,7 @@ import statistics
 from collections import Counter, defaultdict
 from typing import Any
 
-from alignkit import files, records, template
+from alignkit import files, logprobs, records, template
 from alignkit.config import NEGATIVE_TYPES
 from alignkit.runs import Run, execute_stage
 
@@ -51,40 +51,6 @@ def pick_chosen(sft_row: dict[str, Any], answers: list[dict[str, Any]]) -> tuple
 def truncated_ids(tokenizer, prompt: str, completion: str, max_length: int) -> list[int]:
     """Token ids of prompt + completion + EOS cut at ``max_length``, as the trainer would see them."""
     return tokenizer(prompt + completion + tokenizer.eos_token)["input_ids"][:max_length]
-
-
-def completion_logprobs(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int) -> list[float]:
-    """Sum of log p(token) over each completion's tokens (+ EOS) given its prompt; prompt tokens excluded.
-
-    Uses the training tokenisation of :func:`alignkit.masks.tokenize_example`, so "completion tokens" are the
-    same tokens SFT and DPO train on. Batches are right-padded; shapes are ``[batch, seq]``.
-    """
-    import torch
-
-    from alignkit.masks import tokenize_example
-
-    encoded = [tokenize_example(tokenizer, p, c) for p, c in zip(prompts, completions)]
-    device = next(model.parameters()).device
-    totals: list[float] = []
-    with torch.inference_mode():
-        for start in range(0, len(encoded), batch_size):
-            chunk = encoded[start : start + batch_size]
-            width = max(len(ids) for ids, _ in chunk)
-            ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            trained = torch.zeros((len(chunk), width), dtype=torch.bool)
-            for row, (token_ids, completion_mask) in enumerate(chunk):
-                ids[row, : len(token_ids)] = torch.tensor(token_ids)
-                mask[row, : len(token_ids)] = 1
-                trained[row, : len(token_ids)] = torch.tensor(completion_mask, dtype=torch.bool)
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-            # Token t is predicted from position t-1: shift so logprobs[:, t-1] scores ids[:, t].
-            logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
-            target = ids[:, 1:].to(device)
-            token_lp = logprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-            keep = trained[:, 1:].to(device)
-            totals.extend((token_lp * keep).sum(dim=-1).tolist())
-    return totals
 
 
 def margin_stats(pairs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -117,7 +83,7 @@ def defect_stats(pairs: list[dict[str, Any]]) -> dict[str, Any]:
     {'n': 1, 'rejected_without_end': 1, 'shared_prefix': 1, 'divergence_token_median': 2, \
 'divergence_token_max': 2, 'on_policy': 1}
     """
-    from alignkit.negatives import ON_POLICY_METHODS
+    from alignkit.config import ON_POLICY_METHODS
 
     out = {}
     for t in NEGATIVE_TYPES:
@@ -195,9 +161,9 @@ def run(run: Run, force: bool = False) -> dict[str, Any]:
                 negatives = records.load_records(inputs[negatives_name], "negatives")
                 pairs, dropped, chosen_sources = build_pairs(handle.tokenizer, negatives, sft_rows, answers,
                                                              cfg.pairs.max_length, prefix)
-                chosen_lp = completion_logprobs(handle.model, handle.tokenizer, [p["prompt"] for p in pairs],
+                chosen_lp = logprobs.completion_logprobs(handle.model, handle.tokenizer, [p["prompt"] for p in pairs],
                                                 [p["chosen"] for p in pairs], cfg.pairs.batch_size)
-                rejected_lp = completion_logprobs(handle.model, handle.tokenizer, [p["prompt"] for p in pairs],
+                rejected_lp = logprobs.completion_logprobs(handle.model, handle.tokenizer, [p["prompt"] for p in pairs],
                                                   [p["rejected"] for p in pairs], cfg.pairs.batch_size)
                 for pair, good, bad in zip(pairs, chosen_lp, rejected_lp):
                     pair["margin"] = round(good - bad, 4)

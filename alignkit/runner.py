@@ -5,7 +5,8 @@
 Each notebook gets the same parameters (``preset``, ``config_file``, ``overrides``, ``run_id``, ``force``)
 injected into its ``parameters`` cell. The executed copy lands in the stage folder
 (``runs/<run_id>/<stage>/<stage>.ipynb``) and an HTML export with code hidden in ``reports/<run_id>/``.
-A failing notebook stops the run with an error naming the notebook, the cell and its exception.
+A failing notebook stops the run with an error naming the notebook, the cell and its exception. The whole run
+holds the run's lock; its kernels (child processes) work under it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 
 KERNEL_NAME = "alignkit"
 KERNEL_DISPLAY_NAME = "Python (alignkit)"
+#: The kernel application's own log is noise on every start (e.g. "Kernel is running over TCP without
+#: encryption" on a local kernel); cell output is unaffected.
+KERNEL_QUIET = "--IPKernelApp.log_level=CRITICAL"
 
 
 class NotebookFailed(RuntimeError):
@@ -48,14 +52,19 @@ def ensure_kernel() -> str:
 
     try:
         spec = KernelSpecManager().get_kernel_spec(KERNEL_NAME)
-        if spec.argv and Path(spec.argv[0]).resolve() == Path(sys.executable).resolve():
+        if spec.argv and Path(spec.argv[0]).resolve() == Path(sys.executable).resolve() and KERNEL_QUIET in spec.argv:
             return KERNEL_NAME
-        log.warning("kernel %r runs %s, not %s; registering it again", KERNEL_NAME, spec.argv[:1], sys.executable)
+        log.info("kernel %r runs %s, not %s with %s; registering it again", KERNEL_NAME, spec.argv, sys.executable,
+                 KERNEL_QUIET)
     except NoSuchKernel:
         log.info("registering Jupyter kernel %r for %s", KERNEL_NAME, sys.executable)
     from ipykernel.kernelspec import install
 
-    install(kernel_name=KERNEL_NAME, display_name=KERNEL_DISPLAY_NAME, prefix=sys.prefix)
+    folder = Path(install(kernel_name=KERNEL_NAME, display_name=KERNEL_DISPLAY_NAME, prefix=sys.prefix))
+    spec_file = folder / "kernel.json"
+    data = json.loads(spec_file.read_text(encoding="utf-8"))
+    data["argv"] = [*data["argv"], KERNEL_QUIET]
+    files.write_text(spec_file, json.dumps(data, indent=1))
     return KERNEL_NAME
 
 
@@ -113,12 +122,30 @@ def _still_current(notebook: Path, executed: Path, html: Path) -> bool:
     return not any(o.get("output_type") == "error" for c in cells for o in c.get("outputs", []))
 
 
+#: Environment of the notebook kernels in a headless run: no progress bars (their refreshes would fill run.log; the
+#: terminal gets one progress line every ``logging_steps`` instead), no library chatter below warnings.
+KERNEL_ENV = {"TQDM_DISABLE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
+              "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1", "PYTHONWARNINGS": "ignore::FutureWarning"}
+
+
+def _print(text: str) -> None:
+    print(text, flush=True)
+
+
 def run_notebooks(preset: str = "tiny", *, config_file: str | None = None, overrides: list[str] | None = None,
                   stages: str = "all", run_id: str | None = None, force: bool = False,
-                  progress: bool = True) -> list[NotebookResult]:
-    """Execute the selected stage notebooks in order; return where each executed copy and HTML went."""
+                  progress: bool = True, verbose: bool = False) -> list[NotebookResult]:
+    """Execute the selected stage notebooks in order; return where each executed copy and HTML went.
+
+    Preflight first (config, base model, disk; :mod:`alignkit.preflight`), then the run lock (one writer per
+    run), then one notebook per stage. The terminal gets one line per stage start and end, training progress
+    and alignkit's warnings (``progress``), and the kernels' whole output goes to ``runs/<run_id>/run.log``
+    (``verbose`` also streams it through papermill's logger).
+    """
     import papermill
 
+    from alignkit import preflight, terminal
+    from alignkit.lock import run_lock
     from alignkit.runs import home
 
     cfg = resolve(preset, config_file, overrides)  # fail fast on a bad config, before any kernel starts
@@ -127,6 +154,7 @@ def run_notebooks(preset: str = "tiny", *, config_file: str | None = None, overr
     os.environ["ALIGNKIT_HOME"] = str(home())
     os.environ["ALIGNKIT_REPORTS"] = str(reports_root())
     run = Run(run_id=check_run_id(run_id or preset), config=cfg)
+    preflight.preflight(run)
     kernel = ensure_kernel()
     wanted = stage_range(stages)
     folder = notebooks_dir()
@@ -136,31 +164,48 @@ def run_notebooks(preset: str = "tiny", *, config_file: str | None = None, overr
         log.warning("no notebook for %s in %s; skipping", ", ".join(missing), folder)
     parameters = {"preset": preset, "config_file": str(Path(config_file).resolve()) if config_file else "",
                   "overrides": "\n".join(overrides or []), "run_id": run.run_id, "force": bool(force)}
-    results = []
-    for stage in available:
-        notebook = folder / f"{stage}.ipynb"
-        executed = run.dir / stage / f"{stage}.ipynb"
-        executed.parent.mkdir(parents=True, exist_ok=True)
-        html = reports_root() / run.run_id / f"{stage}.html"
-        if not force and _still_current(notebook, executed, html) and is_cached(run, stage):
-            # Same config and inputs as the executed copy beside it: its outputs and HTML are still current.
-            log.info("%s: cached; notebook not executed again (use --force to redo it)", stage)
-            results.append(NotebookResult(stage, executed, html, 0.0))
-            continue
-        log.info("running %s (run %s, preset %s)", notebook.name, run.run_id, preset)
-        started = time.monotonic()
-        try:
-            papermill.execute_notebook(str(notebook), str(executed), parameters=parameters, kernel_name=kernel,
-                                       cwd=str(folder), progress_bar=progress, log_output=progress)
-        except papermill.PapermillExecutionError as error:
-            raise _failure(notebook, executed, error) from None
-        export_html(executed, html)
-        results.append(NotebookResult(stage, executed, html, round(time.monotonic() - started, 1)))
-        log.info("%s done in %.1f s -> %s", stage, results[-1].seconds, html)
+    if not verbose:
+        os.environ.update({k: v for k, v in KERNEL_ENV.items() if k not in os.environ})
+        logging.getLogger("papermill").setLevel(logging.WARNING)
+    emit = _print if progress else (lambda _text: None)
+    results: list[NotebookResult] = []
+    timings: list[tuple[str, float, str]] = []
+    with run_lock(run.dir, f"alignkit run --preset {preset}"):
+        log_path = run.dir / "run.log"
+        emit(f"run {run.run_id}: preset {preset}, training seeds {list(cfg.training_seeds)}; full log: {log_path}")
+        for number, stage in enumerate(available, start=1):
+            notebook = folder / f"{stage}.ipynb"
+            executed = run.dir / stage / f"{stage}.ipynb"
+            executed.parent.mkdir(parents=True, exist_ok=True)
+            html = reports_root() / run.run_id / f"{stage}.html"
+            label = f"[{number}/{len(available)}] {stage}"
+            if not force and _still_current(notebook, executed, html) and is_cached(run, stage):
+                # Same config, inputs and code as the executed copy beside it: outputs and HTML are current.
+                emit(f"{label} … cached ({terminal.stage_summary(run, stage)})")
+                results.append(NotebookResult(stage, executed, html, 0.0))
+                timings.append((stage, 0.0, "cached"))
+                continue
+            emit(f"{label} …")
+            started = time.monotonic()
+            try:
+                with log_path.open("a", encoding="utf-8") as sink, terminal.LogRelay(log_path, emit):
+                    sink.write(f"===== {stage} =====\n")
+                    sink.flush()
+                    papermill.execute_notebook(str(notebook), str(executed), parameters=parameters,
+                                               kernel_name=kernel, cwd=str(folder), progress_bar=False,
+                                               log_output=verbose, stdout_file=sink, stderr_file=sink)
+            except papermill.PapermillExecutionError as error:
+                raise _failure(notebook, executed, error) from None
+            export_html(executed, html)
+            seconds = round(time.monotonic() - started, 1)
+            results.append(NotebookResult(stage, executed, html, seconds))
+            timings.append((stage, seconds, "ran"))
+            emit(f"{label} done in {seconds:.0f} s: {terminal.stage_summary(run, stage)}")
     if any(r.seconds > 0 for r in results) and (run.report_dir / "results.json").is_file():
         from alignkit import report
 
         report.build(run)  # again, now that every notebook export exists to be linked
+    emit("stage times:\n" + terminal.seconds_table(timings))
     return results
 
 

@@ -3,8 +3,8 @@
 A run lives in ``$ALIGNKIT_HOME/runs/<run_id>/`` with one folder per stage (``01_sft_data`` ...
 ``06_evaluation``); its report goes to ``$ALIGNKIT_REPORTS/<run_id>/``. Each stage folder gets a
 ``manifest.json`` written last and atomically. A later stage finds its inputs through the earlier stage's
-manifest, never by globbing for the newest file. A stage whose fingerprint (its config section, the seed and
-the sha256 of every input) matches a complete manifest whose outputs are intact is skipped.
+manifest, never by globbing for the newest file. A stage whose fingerprint (its config sections, the seed, the
+sha256 of every input and the hash of its code) matches a complete manifest whose outputs are intact is skipped.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alignkit import __version__, files
-from alignkit.config import PER_SEED_STAGES, STAGES, ConfigError, StudyConfig, config_hash, resolve
+from alignkit import files
+from alignkit.config import PER_SEED_STAGES, STAGE_MODULES, STAGES, ConfigError, StudyConfig, config_hash, resolve
 
 log = logging.getLogger(__name__)
 
@@ -295,10 +295,20 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def stage_fingerprint(config_part: dict[str, Any], input_hashes: dict[str, str]) -> str:
-    """What decides a stage's outputs: its config sections, its inputs' sha256, and alignkit's version (a
-    release that changes how a stage works redoes it)."""
-    return config_hash({"config": config_part, "inputs": input_hashes, "alignkit": __version__})
+def stage_fingerprint(config_part: dict[str, Any], input_hashes: dict[str, str], code: str) -> str:
+    """What decides a stage's outputs: its config sections, its inputs' sha256, and the hash of its code (the
+    stage module and every alignkit module it imports: editing the scorer redoes the stages that use it, editing
+    nothing redoes nothing; see :mod:`alignkit.codehash`)."""
+    return config_hash({"config": config_part, "inputs": input_hashes, "code": code})
+
+
+def stage_code(stage: str) -> dict[str, Any]:
+    """The code identity of ``stage``: its module, the hash of its import closure, and whether the checkout had
+    uncommitted changes (recorded in the manifest and shown in the report's provenance)."""
+    from alignkit import codehash
+
+    module = STAGE_MODULES[stage_name(stage)]
+    return {"module": module, "hash": codehash.code_hash(module), "dirty": codehash.checkout_dirty()}
 
 
 def is_cached(run: Run, stage: str) -> bool:
@@ -315,7 +325,9 @@ def is_cached(run: Run, stage: str) -> bool:
         input_hashes = {name: fingerprint_path(Path(entry["path"])) for name, entry in manifest["inputs"].items()}
     except (KeyError, AttributeError, OSError):
         return False
-    return stage_fingerprint(config_part, input_hashes) == manifest.get("fingerprint") and _outputs_intact(run, manifest)
+    code = stage_code(stage)["hash"]
+    return stage_fingerprint(config_part, input_hashes, code) == manifest.get("fingerprint") and \
+        _outputs_intact(run, manifest)
 
 
 def _outputs_intact(run: Run, manifest: dict[str, Any]) -> bool:
@@ -340,7 +352,8 @@ def execute_stage(run: Run, stage: str, *, sections: tuple[str, ...], inputs: di
     config_part = {name: run.config.section(name) for name in ("seed", *sections)}
     input_entries = {name: {"path": str(path), "sha256": fingerprint_path(Path(path))}
                      for name, path in sorted(inputs.items())}
-    fingerprint = stage_fingerprint(config_part, {k: v["sha256"] for k, v in input_entries.items()})
+    code = stage_code(stage)
+    fingerprint = stage_fingerprint(config_part, {k: v["sha256"] for k, v in input_entries.items()}, code["hash"])
 
     label = stage if run.training_seed is None else f"{stage} (seed {run.training_seed})"
     existing = run.manifest(stage)
@@ -359,7 +372,7 @@ def execute_stage(run: Run, stage: str, *, sections: tuple[str, ...], inputs: di
     manifest_path = stage_dir / MANIFEST
     main = is_main_process()
     base = {"stage": stage, "run_id": run.run_id, "preset": run.config.preset, "seed": run.config.seed,
-            "fingerprint": fingerprint, "config": config_part, "inputs": input_entries,
+            "fingerprint": fingerprint, "config": config_part, "inputs": input_entries, "code": code,
             "versions": library_versions(), "git_commit": git_commit(), "started": _now()}
     # Mark the stage as running before any work: a kill leaves no complete-looking manifest behind.
     if main:

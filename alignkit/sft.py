@@ -81,11 +81,12 @@ def train(run: Run, ctx, base_path, rows: list[dict], dev_rows: list[dict]) -> d
 
     from alignkit.config import config_hash
     from alignkit.runs import is_main_process
-    from alignkit.training import (load_trainable, log_history, peft_config, prepare_checkpoints, record_rank,
-                                   save_trained, trainer_kwargs)
+    from alignkit.training import (check_disk, load_trainable, log_history, peft_config, prepare_checkpoints,
+                                   progress_callback, record_rank, save_trained, trainer_kwargs)
 
     cfg = run.config
     train_cfg = cfg.sft
+    check_disk(ctx.dir, base_path, cfg, train_cfg, f"SFT (seed {cfg.seed})")
     model, tokenizer = load_trainable(base_path, cfg, train_cfg)
     mask_summary = verify_masks(tokenizer, rows)
     fingerprint = config_hash({"sft": cfg.section("sft"), "model": cfg.section("model"), "seed": cfg.seed,
@@ -99,7 +100,7 @@ def train(run: Run, ctx, base_path, rows: list[dict], dev_rows: list[dict]) -> d
     dev = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in dev_rows]) \
         if dev_rows else None
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, eval_dataset=dev, processing_class=tokenizer,
-                         peft_config=peft_config(train_cfg))
+                         peft_config=peft_config(train_cfg), callbacks=[progress_callback(f"SFT seed {cfg.seed}")])
     batch_rows = verify_trainer_batches(trainer, tokenizer, rows)
     started = time.monotonic()
     output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)

@@ -163,3 +163,44 @@ def save_trained(model, tokenizer, out: Path, *, merge: bool) -> str:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
     return kind
+
+
+def progress_callback(label: str):
+    """A ``TrainerCallback`` that logs one line per logging step to ``alignkit.progress`` (what ``alignkit run``
+    relays to the terminal): step, loss, and for DPO the reward accuracy and margin; dev metrics per epoch."""
+    from transformers import TrainerCallback
+
+    progress = logging.getLogger("alignkit.progress")
+
+    class ProgressLog(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = logs or {}
+            where = f"{label}: step {state.global_step}/{state.max_steps}"
+            if "loss" in logs:
+                parts = [f"loss {logs['loss']:.3f}"]
+                if "rewards/accuracies" in logs:
+                    parts.append(f"reward accuracy {logs['rewards/accuracies']:.2f}, "
+                                 f"margin {logs.get('rewards/margins', float('nan')):.2f}")
+                progress.info("%s, %s", where, ", ".join(parts))
+            elif "eval_loss" in logs:
+                extra = (f", dev reward accuracy {logs['eval_rewards/accuracies']:.2f}"
+                         if "eval_rewards/accuracies" in logs else "")
+                progress.info("%s, dev loss %.3f%s", where, logs["eval_loss"], extra)
+
+    return ProgressLog()
+
+
+def check_disk(out_dir: Path, model_path: str | Path, cfg: StudyConfig, train: TrainConfig, what: str,
+               runs: int = 1) -> None:
+    """Refuse to start training when its checkpoints and model cannot fit under ``out_dir`` (numbers in the
+    error); a Hub id whose weights are not local is not sized here."""
+    from alignkit import disk
+
+    if not Path(model_path).is_dir():
+        log.info("disk: %s is not a local folder; its training size is not estimated", model_path)
+        return
+    needed = runs * disk.estimate_training_bytes(model_path, method=train.method,
+                                                 save_total_limit=train.save_total_limit, dtype=cfg.model.dtype,
+                                                 lora_r=train.lora_r,
+                                                 merge_adapter=getattr(train, "merge_adapter", False))
+    disk.check_free_space(out_dir, needed, what)

@@ -142,6 +142,7 @@ def build(run: Run, results: Mapping[str, Any] | None = None) -> Path:
 
     results = dict(results) if results is not None else load_results(run)
     out_dir = run.report_dir
+    files.write_json(out_dir / "results.json", results)
     figs = _figures(run, results, out_dir)
     config = results.get("config") or run.config.to_dict()
     responses, scores = _rows(run, "responses"), _rows(run, "scores")

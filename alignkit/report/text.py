@@ -118,7 +118,8 @@ def num(x: Any, digits: int = 3) -> Any:
 def rate_text(entry: Mapping[str, Any] | None, with_spread: bool = True) -> str:
     """``62.3% [54–70]`` plus `` ±2.1 over seeds`` when per-seed rates differ.
 
-    >>> rate_text({"rate": 0.5, "ci_low": 0.4, "ci_high": 0.6, "per_seed": {0: 0.45, 1: 0.55}, "sd": 0.0707})
+    >>> rate_text({"rate": 0.5, "ci_low": 0.4, "ci_high": 0.6, "per_seed": {0: 0.45, 1: 0.55}, "sd": 0.0707,
+    ...            "min": 0.45, "max": 0.55})
     '50.0% [40–60] sd 7.1 pts (45.0–55.0)'
     """
     if not entry or entry.get("rate") is None:
