@@ -7,6 +7,8 @@
     alignkit validate FILE --kind pairs
     alignkit inspect-masks --model DIR --data sft.jsonl
     alignkit score --items eval_items.jsonl --responses responses.jsonl --out scores.jsonl
+    alignkit sweep --preset tiny --grid dpo.beta=0.05,0.1 --select dev:overall
+    alignkit sweep --preset smoke --suite mix
 """
 
 from __future__ import annotations
@@ -133,6 +135,12 @@ def cmd_doctor(_args: argparse.Namespace) -> int:
     return doctor.main()
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from alignkit import sweep
+
+    return sweep.main(args)
+
+
 def cmd_stage(args: argparse.Namespace) -> int:
     """Run stages directly in this process (no notebooks): for scripts, torchrun and debugging."""
     from alignkit import runs, stages
@@ -199,6 +207,19 @@ def build_parser() -> argparse.ArgumentParser:
     score.set_defaults(func=cmd_score)
 
     sub.add_parser("doctor", help="check torch/CUDA/GPU/bf16/bitsandbytes/disk/HF_HOME").set_defaults(func=cmd_doctor)
+
+    sweep = sub.add_parser("sweep", help="a grid of -p overrides or a shipped suite, one run per point")
+    _add_config_args(sweep)
+    sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                       help="one swept key and its values (repeatable: the grid is their product)")
+    sweep.add_argument("--suite", help="a shipped experiment (alignkit/suites/NAME.yaml): masking, mix, sft_size, "
+                                       "dpo_loss, leave_one_type_out")
+    sweep.add_argument("--select", metavar="dev:ENDPOINT[:ARM]",
+                       help="evaluate the points on the dev split and write the winner's overrides to selected.yaml")
+    sweep.add_argument("--sweep-id", help="prefix of the points' run ids and the report folder")
+    sweep.add_argument("--dry-run", action="store_true", help="print the cost (runs, cached stages, time) and stop")
+    sweep.add_argument("--force", action="store_true")
+    sweep.set_defaults(func=cmd_sweep)
 
     stage = sub.add_parser("stage", help="run stages in this process without notebooks (scripts, torchrun)")
     _add_config_args(stage)

@@ -55,6 +55,16 @@ STAGE_MODULES = {
     "05_dpo_training": "alignkit.dpo",
     "06_evaluation": "alignkit.evaluation",
 }
+#: The config sections each stage's outputs depend on (with the seed, its inputs' hashes and its code: the cache
+#: key). A section not listed here never re-runs the stage when it changes.
+STAGE_SECTIONS = {
+    "01_sft_data": ("model", "base_build", "world", "sft_data"),
+    "02_sft_training": ("model", "sft"),
+    "03_negatives": ("model", "negatives", "pairs"),
+    "04_preference_pairs": ("model", "pairs"),
+    "05_dpo_training": ("model", "dpo", "pairs"),
+    "06_evaluation": ("model", "evaluation", "sft_data"),
+}
 #: Negative methods whose text is the SFT model's own output: the policy DPO starts from (for sft_dpo).
 ON_POLICY_METHODS = ("sft_greedy", "sft_sample")
 #: Stages that run once per training seed (``<stage>/seed<N>/``): SFT, its negatives and pairs, DPO. Stage 01's
@@ -228,6 +238,9 @@ class SFTConfig(TrainConfig):
 
     #: LoRA/QLoRA output: merge the adapter into full weights, or save base + adapter.
     merge_adapter: bool = True
+    #: Which tokens carry the loss: ``completion`` (the study: response + END + EOS only) or ``all`` (prompt too;
+    #: the masking ablation).
+    loss_on: Literal["completion", "all"] = "completion"
 
     def check(self, section: str = "sft") -> None:
         super().check(section)
@@ -353,6 +366,19 @@ class RuntimeConfig:
 
 
 @dataclass(frozen=True)
+class ExperimentConfig:
+    """Which sweep, suite and point a run belongs to (set by ``alignkit sweep``; recorded in every manifest, never
+    part of a stage's cache key, so points share their unchanged stages)."""
+
+    sweep_id: str = ""
+    suite: str = ""
+    point: str = ""
+
+    def check(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     """The whole study: one section per stage plus run-wide settings."""
 
@@ -371,6 +397,7 @@ class StudyConfig:
     dpo: DPOConfig = field(default_factory=DPOConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
 
     def __post_init__(self) -> None:
         self.model.check()

@@ -258,7 +258,7 @@ def run(run: Run, force: bool = False) -> dict[str, Any]:
                             "method": cfg.dpo.method, "beta": cfg.dpo.beta, "loss_type": cfg.dpo.loss_type,
                             "learning_rate": cfg.dpo.learning_rate, "epochs": cfg.dpo.epochs})
 
-    return execute_stage(run, STAGE, sections=("model", "dpo", "pairs"), inputs=inputs, body=body, force=force)
+    return execute_stage(run, STAGE, inputs=inputs, body=body, force=force)
 
 
 def dpo_model(run: Run, name: str) -> tuple[Path, Path | None]:

@@ -487,5 +487,5 @@ def run(run: Run, force: bool = False) -> dict[str, Any]:
         })
         log.info("headline: %s", stats_block["headline"])
 
-    return execute_stage(run, STAGE, sections=("model", "evaluation", "sft_data"), inputs=inputs, body=body,
+    return execute_stage(run, STAGE, inputs=inputs, body=body,
                          force=force)

@@ -113,9 +113,11 @@ def check_dataset(tokenizer, rows: Iterable[dict]) -> list[tuple[str, MaskCheck]
             for index, row in enumerate(rows)]
 
 
-def check_batch(tokenizer, batch: dict, rows: list[dict]) -> list[str]:
-    """Problems found in a collated training batch: the kept labels of each row must decode to exactly its
-    completion + EOS and every other label must be -100. ``rows`` are the dataset rows in batch order."""
+def check_batch(tokenizer, batch: dict, rows: list[dict], loss_on: str = "completion") -> list[str]:
+    """Problems found in a collated training batch. ``loss_on="completion"``: the kept labels of each row must
+    decode to exactly its completion + EOS and every other label must be -100; ``"all"`` (the unmasked ablation):
+    every real token is trained with its own id as label and padding is not. ``rows`` are the dataset rows in
+    batch order."""
     problems = []
     for index, row in enumerate(rows):
         labels = batch["labels"][index].tolist()
@@ -126,6 +128,11 @@ def check_batch(tokenizer, batch: dict, rows: list[dict]) -> list[str]:
         mask = [int(labels[i] != -100) for i in real]
         if any(labels[i] != -100 for i, a in enumerate(attention) if not a):
             problems.append(f"{row.get('id', index)}: padding tokens are trained")
+            continue
+        if loss_on == "all":
+            if any(labels[i] != ids[i] for i in real):
+                problems.append(f"{row.get('id', index)}: loss_on=all but some real tokens are not trained on "
+                                "their own id")
             continue
         check = check_example(tokenizer, row["prompt"], row["completion"], ids_real, mask)
         if not check.ok:

@@ -361,8 +361,7 @@ def run(run: Run, force: bool = False) -> dict[str, Any]:
             "sft_greedy_correct_rate": _rate([r["factually_correct"] for r in greedy_scores]),
         })
 
-    return execute_stage(run, STAGE, sections=("model", "negatives", "pairs"),
-                         inputs={"sft": sft_path, "dev_sft": dev_path, "sft_model": model_path}, body=body,
+    return execute_stage(run, STAGE, inputs={"sft": sft_path, "dev_sft": dev_path, "sft_model": model_path}, body=body,
                          force=force)
 
 

@@ -184,4 +184,4 @@ def run(run: Run, force: bool = False) -> dict[str, Any]:
                 }
         ctx.summary.update({**summary["train"], "dev": summary["dev"]})
 
-    return execute_stage(run, STAGE, sections=("model", "pairs"), inputs=inputs, body=body, force=force)
+    return execute_stage(run, STAGE, inputs=inputs, body=body, force=force)

@@ -209,4 +209,27 @@ def run_notebooks(preset: str = "tiny", *, config_file: str | None = None, overr
     return results
 
 
-__all__ = ["STAGES", "NotebookFailed", "NotebookResult", "ensure_kernel", "export_html", "run_notebooks"]
+def run_compare(sweep_id: str, run_ids: list[str], suite: str = "") -> NotebookResult:
+    """Execute ``notebooks/07_compare.ipynb`` for a sweep's runs; it writes ``reports/<sweep_id>/compare.html``.
+    The executed copy and its HTML export land in ``reports/<sweep_id>/``."""
+    import papermill
+
+    notebook = notebooks_dir() / "07_compare.ipynb"
+    out_dir = reports_root() / sweep_id
+    out_dir.mkdir(parents=True, exist_ok=True)
+    executed, html = out_dir / "07_compare.ipynb", out_dir / "07_compare.html"
+    started = time.monotonic()
+    logging.getLogger("papermill").setLevel(logging.WARNING)
+    with (out_dir / "compare.log").open("w", encoding="utf-8") as sink:
+        try:
+            papermill.execute_notebook(str(notebook), str(executed), kernel_name=ensure_kernel(),
+                                       parameters={"sweep_id": sweep_id, "run_ids": ",".join(run_ids), "suite": suite},
+                                       cwd=str(notebooks_dir()), progress_bar=False, stdout_file=sink, stderr_file=sink)
+        except papermill.PapermillExecutionError as error:
+            raise _failure(notebook, executed, error) from None
+    export_html(executed, html)
+    return NotebookResult("07_compare", executed, html, round(time.monotonic() - started, 1))
+
+
+__all__ = ["STAGES", "NotebookFailed", "NotebookResult", "ensure_kernel", "export_html", "run_compare",
+           "run_notebooks"]

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit import files
-from alignkit.config import PER_SEED_STAGES, STAGE_MODULES, STAGES, ConfigError, StudyConfig, config_hash, resolve
+from alignkit.config import PER_SEED_STAGES, STAGE_MODULES, STAGE_SECTIONS, STAGES, ConfigError, StudyConfig, config_hash, resolve
 
 log = logging.getLogger(__name__)
 
@@ -338,18 +338,18 @@ def _outputs_intact(run: Run, manifest: dict[str, Any]) -> bool:
     return True
 
 
-def execute_stage(run: Run, stage: str, *, sections: tuple[str, ...], inputs: dict[str, Path],
-                  body: Callable[[StageContext], None], force: bool = False) -> dict[str, Any]:
+def execute_stage(run: Run, stage: str, *, inputs: dict[str, Path], body: Callable[[StageContext], None],
+                  force: bool = False) -> dict[str, Any]:
     """Run ``body`` for ``stage`` unless a complete manifest with the same fingerprint exists.
 
-    ``sections`` are the config sections the stage depends on (``"seed"`` included by default);
+    The stage depends on the seed and its config sections (:data:`alignkit.config.STAGE_SECTIONS`);
     ``inputs`` are the files/folders it reads. The manifest is written last and atomically; a stage that
     fails or is killed leaves ``status: running`` (or ``failed``), never ``complete``. Under torchrun /
     accelerate launch every rank executes ``body`` and rank 0 alone writes the manifest.
     """
     stage = stage_name(stage)
     stage_dir = run.stage_dir(stage)
-    config_part = {name: run.config.section(name) for name in ("seed", *sections)}
+    config_part = {name: run.config.section(name) for name in ("seed", *STAGE_SECTIONS[stage])}
     input_entries = {name: {"path": str(path), "sha256": fingerprint_path(Path(path))}
                      for name, path in sorted(inputs.items())}
     code = stage_code(stage)
@@ -373,6 +373,7 @@ def execute_stage(run: Run, stage: str, *, sections: tuple[str, ...], inputs: di
     main = is_main_process()
     base = {"stage": stage, "run_id": run.run_id, "preset": run.config.preset, "seed": run.config.seed,
             "fingerprint": fingerprint, "config": config_part, "inputs": input_entries, "code": code,
+            "experiment": run.config.section("experiment"),
             "versions": library_versions(), "git_commit": git_commit(), "started": _now()}
     # Mark the stage as running before any work: a kill leaves no complete-looking manifest behind.
     if main:
@@ -434,7 +435,8 @@ def adopt(run: Run, stage_dir: Path, fingerprint: str, input_entries: dict[str, 
                     shutil.copytree(item, tmp / item.name, copy_function=_link_or_copy)
                 else:
                     _link_or_copy(item, tmp / item.name)
-        adopted = {**manifest, "run_id": run.run_id, "inputs": input_entries, "adopted_from":
+        adopted = {**manifest, "run_id": run.run_id, "inputs": input_entries,
+                   "experiment": run.config.section("experiment"), "adopted_from":
                    {"run_id": other.name, "path": str(source), "at": _now()}}
         files.write_json(stage_dir / MANIFEST, adopted)
         return adopted

@@ -28,8 +28,10 @@ from alignkit.tinybase import ensure_base
 log = logging.getLogger(__name__)
 
 STAGE = "02_sft_training"
-#: Instructions used for the base-vs-SFT comparison shown in the notebook.
+#: Instructions used for the base-vs-SFT comparison shown in the notebook, and their token budget (QC only: the
+#: evaluation's own settings are stage 06's).
 N_SAMPLES = 20
+SAMPLE_MAX_NEW_TOKENS = 64
 
 
 class MaskError(RuntimeError):
@@ -49,7 +51,8 @@ def verify_masks(tokenizer, rows: list[dict]) -> dict[str, Any]:
     return {"examples_checked": len(results), "failures": 0, "trained_tokens_mean": round(sum(trained) / len(trained), 2)}
 
 
-def verify_trainer_batches(trainer, tokenizer, rows: list[dict], n_batches: int = 2) -> int:
+def verify_trainer_batches(trainer, tokenizer, rows: list[dict], n_batches: int = 2,
+                           loss_on: str = "completion") -> int:
     """Collate the trainer's own processed rows and check the labels decode to completion + EOS.
 
     TRL shuffles and may filter its processed dataset, so each processed row is matched to its source row
@@ -66,7 +69,7 @@ def verify_trainer_batches(trainer, tokenizer, rows: list[dict], n_batches: int 
         sources = [by_prompt[example["prompt"]] for example in examples]
         batch = trainer.data_collator([{k: v for k, v in e.items() if k not in ("prompt", "completion")}
                                        for e in examples])
-        problems = check_batch(tokenizer, batch, sources)
+        problems = check_batch(tokenizer, batch, sources, loss_on)
         if problems:
             raise MaskError("trainer batch labels are wrong:\n  " + "\n  ".join(problems[:5]))
         checked += len(examples)
@@ -88,20 +91,22 @@ def train(run: Run, ctx, base_path, rows: list[dict], dev_rows: list[dict]) -> d
     train_cfg = cfg.sft
     check_disk(ctx.dir, base_path, cfg, train_cfg, f"SFT (seed {cfg.seed})")
     model, tokenizer = load_trainable(base_path, cfg, train_cfg)
-    mask_summary = verify_masks(tokenizer, rows)
+    # The study trains on the response only, proven on every example; the masking ablation trains on everything.
+    mask_summary = verify_masks(tokenizer, rows) if train_cfg.loss_on == "completion" else \
+        {"examples_checked": 0, "failures": 0, "loss_on": "all (prompt and response: the masking ablation)"}
     fingerprint = config_hash({"sft": cfg.section("sft"), "model": cfg.section("model"), "seed": cfg.seed,
                                "data": [r["id"] + r["completion"] for r in rows]})
     checkpoints = ctx.path("checkpoints")
     resume = prepare_checkpoints(checkpoints, fingerprint, ctx.force)
     args = SFTConfig(**trainer_kwargs(train_cfg, cfg, checkpoints, evaluate=bool(dev_rows)),
-                     completion_only_loss=True, packing=False,
+                     completion_only_loss=train_cfg.loss_on == "completion", packing=False,
                      dataset_num_proc=None, shuffle_dataset=True, disable_tqdm=False)
     dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     dev = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in dev_rows]) \
         if dev_rows else None
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, eval_dataset=dev, processing_class=tokenizer,
                          peft_config=peft_config(train_cfg), callbacks=[progress_callback(f"SFT seed {cfg.seed}")])
-    batch_rows = verify_trainer_batches(trainer, tokenizer, rows)
+    batch_rows = verify_trainer_batches(trainer, tokenizer, rows, loss_on=train_cfg.loss_on)
     started = time.monotonic()
     output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.monotonic() - started
@@ -139,7 +144,7 @@ def compare_samples(run: Run, base_path, model_dir, adapter, items: list[world.I
     from alignkit.generation import GenerationConfig, generate
 
     cfg = run.config
-    gen_cfg = GenerationConfig(max_new_tokens=cfg.evaluation.max_new_tokens, batch_size=cfg.evaluation.batch_size)
+    gen_cfg = GenerationConfig(max_new_tokens=SAMPLE_MAX_NEW_TOKENS, batch_size=N_SAMPLES)
     prompts = [template.prompt(item.instruction) for item in items]
     outputs = {}
     for name, path, extra in (("base", base_path, None), ("sft", model_dir, adapter)):
@@ -188,4 +193,4 @@ def run(run: Run, force: bool = False) -> dict[str, Any]:
         ctx.add_output("samples", ctx.path("samples.jsonl"), rows=files.write_jsonl(ctx.path("samples.jsonl"), samples))
         ctx.summary.update({**summary, "samples": sample_summary, "examples": len(rows)})
 
-    return execute_stage(run, STAGE, sections=("model", "sft"), inputs=inputs, body=body, force=force)
+    return execute_stage(run, STAGE, inputs=inputs, body=body, force=force)

@@ -273,7 +273,7 @@ def run(run: Run, force: bool = False) -> dict[str, Any]:
         if len(dev_rows) < data_cfg.n_dev_examples:
             log.warning("only %d of %d dev SFT examples were accepted", len(dev_rows), data_cfg.n_dev_examples)
 
-    return execute_stage(run, STAGE, sections=("model", "base_build", "world", "sft_data"), inputs=inputs,
+    return execute_stage(run, STAGE, inputs=inputs,
                          body=body, force=force)
 
 

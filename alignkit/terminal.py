@@ -128,3 +128,40 @@ def seconds_table(rows: list[tuple[str, float, str]]) -> str:
     lines = [f"  {'stage':20s} {'seconds':>8s}  how"]
     lines += [f"  {stage:20s} {seconds:8.1f}  {how}" for stage, seconds, how in rows]
     return "\n".join(lines)
+
+
+class _TerminalFilter(logging.Filter):
+    """What an in-process command shows in the terminal: progress lines, and warnings and errors."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name == PROGRESS_LOGGER
+
+
+def quiet_process(log_path: Path, verbose: bool = False) -> None:
+    """For a long in-process command (``alignkit sweep``): every log record goes to ``log_path``; the terminal
+    gets progress lines and warnings only (everything with ``verbose``); progress bars and library deprecation
+    warnings are off."""
+    import os
+    import warnings
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        import datasets
+        import transformers
+
+        datasets.disable_progress_bars()
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+    except ImportError:
+        pass
+    root = logging.getLogger()
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    to_file = logging.FileHandler(log_path, encoding="utf-8")
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    for handler in root.handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler) \
+                and not verbose:
+            handler.addFilter(_TerminalFilter())
+    root.addHandler(to_file)

@@ -31,6 +31,8 @@ BUILD_VERSION = 1
 #: Few-shot exemplars per measured item, and measured items per family.
 MEASURE_SHOTS = 3
 MEASURE_PER_FAMILY = 12
+#: Pretraining steps between progress lines (what ``alignkit run`` shows in the terminal).
+PROGRESS_EVERY = 100
 
 
 def model_dir(name: str, root: Path | None = None) -> Path:
@@ -176,6 +178,9 @@ def pretrain(model, blocks, build: BaseBuildConfig, *, progress: bool = True) ->
         losses.append(loss.item())
         if step % 20 == 0:
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if (step + 1) % PROGRESS_EVERY == 0 or step + 1 == build.steps:
+            logging.getLogger("alignkit.progress").info("pretraining the base model: step %d/%d, loss %.3f",
+                                                        step + 1, build.steps, losses[-1])
     model.eval()
     return losses
 

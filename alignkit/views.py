@@ -77,3 +77,27 @@ def histories(run: Run, stage: str, names: tuple[str, ...]) -> dict[str, list[di
     """``{"<name> seed <N>": trainer log history}`` of a training stage, for every seed."""
     return {f"{'sft' if name == 'log_history' else name.removesuffix('_log_history')} seed {view.training_seed}":
             files.read_json(view.output(stage, name)) for view in run.seed_views() for name in names}
+
+
+def sweep_run_ids(sweep_id: str, run_ids: str) -> list[str]:
+    """The run ids of a comparison: the given comma-separated ones, or every run whose id starts with
+    ``<sweep_id>-`` (in name order)."""
+    from alignkit.runs import home
+
+    given = [r.strip() for r in run_ids.split(",") if r.strip()]
+    if given:
+        return given
+    found = sorted(p.name for p in (home() / "runs").glob(f"{sweep_id}-*") if p.is_dir())
+    if not found:
+        raise FileNotFoundError(f"no runs named {sweep_id}-* under {home() / 'runs'}; pass run_ids")
+    return found
+
+
+def comparison_spec(suite: str, points: list[dict[str, Any]]) -> dict[str, str]:
+    """The reference point, arm and endpoint of a comparison: the suite's, or the first point on sft_dpo overall."""
+    if suite:
+        from alignkit.sweep import load_suite
+
+        spec = load_suite(suite)
+        return {"reference": spec.reference, "arm": spec.arm, "endpoint": spec.endpoint}
+    return {"reference": points[0]["point"], "arm": "sft_dpo", "endpoint": "overall"}
