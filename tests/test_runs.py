@@ -37,7 +37,12 @@ def _tmp_home(tmp_path, monkeypatch):
 
 @pytest.fixture
 def run(tmp_path) -> Run:
-    return Run(run_id="t1", config=StudyConfig())
+    """The view of training seed 0: stage 02 (a per-seed stage) lives in 02_sft_training/seed0/."""
+    return Run(run_id="t1", config=StudyConfig()).for_seed(0)
+
+
+def _view(config: StudyConfig, seed: int = 0) -> Run:
+    return Run(run_id="t1", config=dataclasses.replace(config, seeds=(seed,))).for_seed(seed)
 
 
 # ---------------------------------------------------------------------------------------------- names
@@ -107,7 +112,7 @@ def test_run_rejects_bad_id_on_construction():
 def test_run_paths_follow_environment(tmp_path, run):
     assert runs.home() == (tmp_path / "home").resolve()
     assert run.dir == (tmp_path / "home" / "runs" / "t1").resolve()
-    assert run.stage_dir("2") == run.dir / "02_sft_training"
+    assert run.stage_dir("2") == run.dir / "02_sft_training" / "seed0"
     assert run.report_dir == (tmp_path / "reports" / "t1").resolve()
     assert run.models_dir == (tmp_path / "home" / "models").resolve()
 
@@ -143,8 +148,8 @@ def input_file(tmp_path) -> Path:
     return path
 
 
-def _run_stage(run, body, input_file, force=False, sections=("sft",)):
-    return execute_stage(run, "2", sections=sections, inputs={"source": input_file}, body=body, force=force)
+def _run_stage(run, body, input_file, force=False):
+    return execute_stage(run, "2", inputs={"source": input_file}, body=body, force=force)
 
 
 def test_execute_stage_writes_outputs_and_complete_manifest(run, input_file):
@@ -152,7 +157,7 @@ def test_execute_stage_writes_outputs_and_complete_manifest(run, input_file):
     before = time.time()
     manifest = _run_stage(run, body, input_file)
     assert body.calls == 1
-    stage_dir = run.dir / "02_sft_training"
+    stage_dir = run.dir / "02_sft_training" / "seed0"
     on_disk = files.read_json(stage_dir / MANIFEST)
     assert on_disk == manifest
     assert manifest["status"] == "complete"
@@ -160,15 +165,17 @@ def test_execute_stage_writes_outputs_and_complete_manifest(run, input_file):
     assert manifest["run_id"] == "t1"
     assert manifest["preset"] == "tiny"
     assert manifest["seed"] == 0
-    assert manifest["config"] == {"seed": {"seed": 0}, "sft": run.config.section("sft")}
+    assert manifest["config"] == {"seed": {"seed": 0}, "model": run.config.section("model"),
+                                  "sft": run.config.section("sft")}
+    assert manifest["code"]["module"] == "alignkit.sft" and len(manifest["code"]["hash"]) == 64
     # Inputs: path and content hash.
     assert manifest["inputs"] == {"source": {"path": str(input_file), "sha256": files.sha256_file(input_file)}}
     # Outputs: run-relative path, sha256 and row count.
     rows = manifest["outputs"]["rows"]
-    assert rows == {"path": "02_sft_training/out.jsonl", "sha256": files.sha256_file(stage_dir / "out.jsonl"),
+    assert rows == {"path": "02_sft_training/seed0/out.jsonl", "sha256": files.sha256_file(stage_dir / "out.jsonl"),
                     "rows": 2}
     model = manifest["outputs"]["model"]
-    assert model == {"path": "02_sft_training/model", "sha256": files.sha256_tree(stage_dir / "model"), "rows": None}
+    assert model == {"path": "02_sft_training/seed0/model", "sha256": files.sha256_tree(stage_dir / "model"), "rows": None}
     assert files.read_jsonl(stage_dir / "out.jsonl") == [{"line": "x"}, {"line": "y"}]
     assert manifest["summary"] == {"n": 2}
     # Provenance.
@@ -205,7 +212,7 @@ def test_second_call_is_cached(run, input_file):
 def test_cache_survives_a_new_run_object(run, input_file):
     body = Body(input_file)
     _run_stage(run, body, input_file)
-    again = Run(run_id="t1", config=StudyConfig())
+    again = Run(run_id="t1", config=StudyConfig()).for_seed(0)
     _run_stage(again, body, input_file)
     assert body.calls == 1
 
@@ -214,7 +221,7 @@ def test_changing_the_config_section_reruns(run, input_file):
     body = Body(input_file)
     _run_stage(run, body, input_file)
     cfg = run.config
-    changed = Run(run_id="t1", config=dataclasses.replace(cfg, sft=dataclasses.replace(cfg.sft, epochs=7.0)))
+    changed = _view(dataclasses.replace(cfg, sft=dataclasses.replace(cfg.sft, epochs=7.0)))
     manifest = _run_stage(changed, body, input_file)
     assert body.calls == 2
     assert manifest["config"]["sft"]["epochs"] == 7.0
@@ -223,7 +230,7 @@ def test_changing_the_config_section_reruns(run, input_file):
 def test_changing_the_seed_reruns(run, input_file):
     body = Body(input_file)
     _run_stage(run, body, input_file)
-    _run_stage(Run(run_id="t1", config=dataclasses.replace(run.config, seed=5)), body, input_file)
+    _run_stage(_view(run.config, seed=5), body, input_file)
     assert body.calls == 2
 
 
@@ -231,7 +238,7 @@ def test_changing_an_unrelated_section_stays_cached(run, input_file):
     body = Body(input_file)
     _run_stage(run, body, input_file)
     cfg = run.config
-    other = Run(run_id="t1", config=dataclasses.replace(cfg, dpo=dataclasses.replace(cfg.dpo, beta=0.5)))
+    other = _view(dataclasses.replace(cfg, dpo=dataclasses.replace(cfg.dpo, beta=0.5)))
     _run_stage(other, body, input_file)
     assert body.calls == 1
 
@@ -259,11 +266,11 @@ def test_changing_a_folder_input_reruns(run, tmp_path):
     folder.mkdir()
     (folder / "config.json").write_text("{}")
     body = Body()
-    execute_stage(run, "3", sections=(), inputs={"model": folder}, body=body)
-    execute_stage(run, "3", sections=(), inputs={"model": folder}, body=body)
+    execute_stage(run, "3", inputs={"model": folder}, body=body)
+    execute_stage(run, "3", inputs={"model": folder}, body=body)
     assert body.calls == 1
     (folder / "config.json").write_text('{"changed": true}')
-    execute_stage(run, "3", sections=(), inputs={"model": folder}, body=body)
+    execute_stage(run, "3", inputs={"model": folder}, body=body)
     assert body.calls == 2
 
 
@@ -278,7 +285,7 @@ def test_force_reruns(run, input_file):
 def test_corrupted_output_reruns(run, input_file):
     body = Body(input_file)
     _run_stage(run, body, input_file)
-    out = run.dir / "02_sft_training" / "out.jsonl"
+    out = run.dir / "02_sft_training" / "seed0" / "out.jsonl"
     out.write_text('{"line": "tampered"}\n')
     _run_stage(run, body, input_file)
     assert body.calls == 2
@@ -288,7 +295,7 @@ def test_corrupted_output_reruns(run, input_file):
 def test_deleted_output_reruns(run, input_file):
     body = Body(input_file)
     _run_stage(run, body, input_file)
-    (run.dir / "02_sft_training" / "out.jsonl").unlink()
+    (run.dir / "02_sft_training" / "seed0" / "out.jsonl").unlink()
     _run_stage(run, body, input_file)
     assert body.calls == 2
 
@@ -296,7 +303,7 @@ def test_deleted_output_reruns(run, input_file):
 def test_changed_file_inside_folder_output_reruns(run, input_file):
     body = Body(input_file)
     _run_stage(run, body, input_file)
-    (run.dir / "02_sft_training" / "model" / "weights.txt").write_text("corrupt")
+    (run.dir / "02_sft_training" / "seed0" / "model" / "weights.txt").write_text("corrupt")
     _run_stage(run, body, input_file)
     assert body.calls == 2
 
@@ -305,7 +312,7 @@ def test_body_that_raises_leaves_failed_manifest_and_reraises(run, input_file):
     body = Body(input_file, fail=RuntimeError("disk full"))
     with pytest.raises(RuntimeError, match="disk full"):
         _run_stage(run, body, input_file)
-    manifest = files.read_json(run.dir / "02_sft_training" / MANIFEST)
+    manifest = files.read_json(run.dir / "02_sft_training" / "seed0" / MANIFEST)
     assert manifest["status"] == "failed"
     assert manifest["error"] == "RuntimeError: disk full"
     assert "outputs" not in manifest
@@ -323,7 +330,7 @@ def test_failure_after_a_complete_run_replaces_the_complete_manifest(run, input_
     with pytest.raises(ValueError):
         _run_stage(run, body, input_file, force=True)
     assert run.manifest("2") is None
-    assert files.read_json(run.dir / "02_sft_training" / MANIFEST)["status"] == "failed"
+    assert files.read_json(run.dir / "02_sft_training" / "seed0" / MANIFEST)["status"] == "failed"
 
 
 @pytest.mark.parametrize("interrupt", [KeyboardInterrupt(), SystemExit(3), GeneratorExit()])
@@ -332,7 +339,7 @@ def test_interrupted_body_leaves_no_complete_manifest(run, input_file, interrupt
     with pytest.raises(type(interrupt)):
         _run_stage(run, body, input_file)
     assert run.manifest("2") is None
-    assert files.read_json(run.dir / "02_sft_training" / MANIFEST)["status"] != "complete"
+    assert files.read_json(run.dir / "02_sft_training" / "seed0" / MANIFEST)["status"] != "complete"
 
 
 def test_manifest_says_running_while_the_body_runs(run, input_file):
@@ -360,7 +367,7 @@ def test_killed_process_leaves_a_running_manifest(tmp_path):
             Path({str(started)!r}).write_text("x")
             time.sleep(60)
 
-        execute_stage(Run(run_id="k", config=StudyConfig()), "1", sections=(), inputs={{}}, body=body)
+        execute_stage(Run(run_id="k", config=StudyConfig()), "1", inputs={{}}, body=body)
     """)
     env = {**os.environ, "ALIGNKIT_HOME": str(home), "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-c", script], env=env)
@@ -383,14 +390,14 @@ def test_add_output_rejects_a_missing_path(run):
         ctx.add_output("ghost", ctx.path("nope.jsonl"))
 
     with pytest.raises(FileNotFoundError, match=r"nope\.jsonl: stage 01_sft_data registered an output"):
-        execute_stage(run, "1", sections=(), inputs={}, body=body)
+        execute_stage(run, "1", inputs={}, body=body)
     assert run.manifest("1") is None
 
 
 def test_missing_input_file_fails_before_the_body(run, tmp_path):
     body = Body()
     with pytest.raises(FileNotFoundError):
-        execute_stage(run, "1", sections=(), inputs={"x": tmp_path / "missing.txt"}, body=body)
+        execute_stage(run, "1", inputs={"x": tmp_path / "missing.txt"}, body=body)
     assert body.calls == 0
 
 
@@ -407,7 +414,7 @@ def test_require_accepts_a_stage_number(run):
     with pytest.raises(StageInputError) as info:
         run.require("2")
     message = str(info.value)
-    assert str(run.dir / "02_sft_training" / MANIFEST) in message
+    assert str(run.dir / "02_sft_training" / "seed0" / MANIFEST) in message
     # The suggested command must name the same stage, whatever spelling the caller used.
     suggested = message.split("--stages ", 1)[1].split()[0]
     assert stage_range(suggested) == ["02_sft_training"]
@@ -423,8 +430,8 @@ def test_require_incomplete_manifest_is_an_error(run, input_file):
 def test_require_and_output_after_a_complete_stage(run, input_file):
     manifest = _run_stage(run, Body(input_file), input_file)
     assert run.require("02_sft_training") == manifest
-    assert run.output("02_sft_training", "rows") == run.dir / "02_sft_training" / "out.jsonl"
-    assert run.output("2", "model") == run.dir / "02_sft_training" / "model"
+    assert run.output("02_sft_training", "rows") == run.dir / "02_sft_training" / "seed0" / "out.jsonl"
+    assert run.output("2", "model") == run.dir / "02_sft_training" / "seed0" / "model"
 
 
 def test_output_unknown_name_lists_known_outputs(run, input_file):
@@ -432,13 +439,13 @@ def test_output_unknown_name_lists_known_outputs(run, input_file):
     with pytest.raises(StageInputError) as info:
         run.output("02_sft_training", "pairs")
     message = str(info.value)
-    assert str(run.dir / "02_sft_training" / MANIFEST) in message
+    assert str(run.dir / "02_sft_training" / "seed0" / MANIFEST) in message
     assert "'pairs'" in message and "model, rows" in message
 
 
 def test_output_missing_file_says_to_rerun_with_force(run, input_file):
     _run_stage(run, Body(input_file), input_file)
-    path = run.dir / "02_sft_training" / "out.jsonl"
+    path = run.dir / "02_sft_training" / "seed0" / "out.jsonl"
     path.unlink()
     with pytest.raises(StageInputError) as info:
         run.output("02_sft_training", "rows")
@@ -453,7 +460,7 @@ def test_output_of_a_missing_stage_names_the_command(run):
 
 def test_output_detects_a_corrupted_file(run, input_file):
     _run_stage(run, Body(input_file), input_file)
-    (run.dir / "02_sft_training" / "out.jsonl").write_text('{"line": "tampered"}\n')
+    (run.dir / "02_sft_training" / "seed0" / "out.jsonl").write_text('{"line": "tampered"}\n')
     with pytest.raises(StageInputError):
         run.output("02_sft_training", "rows")
 
@@ -511,3 +518,47 @@ def test_fresh_dir_clears_a_stale_temp_from_an_earlier_crash(tmp_path):
         (tmp / "new.bin").write_text("new")
     assert sorted(p.name for p in target.iterdir()) == ["new.bin"]
     assert not stale.exists()
+
+
+# ---------------------------------------------------------------------------------------------- seeds, code, sharing
+def test_a_per_seed_stage_needs_a_seed_view():
+    whole = Run(run_id="t1", config=StudyConfig(seeds=(0, 1)))
+    with pytest.raises(StageInputError, match="once per training seed"):
+        whole.stage_dir("02")
+    assert [v.stage_dir("02").name for v in whole.seed_views()] == ["seed0", "seed1"]
+    assert whole.for_seed(1).config.seed == 1 and whole.for_seed(1).stage_dir("01") == whole.dir / "01_sft_data"
+    with pytest.raises(ConfigError, match="not one of this run's training seeds"):
+        whole.for_seed(7)
+
+
+def test_edited_code_reruns_and_unchanged_code_does_not(run, input_file, monkeypatch):
+    body = Body(input_file)
+    _run_stage(run, body, input_file)
+    _run_stage(run, body, input_file)
+    assert body.calls == 1
+    real = runs.stage_code
+    monkeypatch.setattr(runs, "stage_code", lambda stage: {**real(stage), "hash": "0" * 64})
+    assert not runs.is_cached(run, "02")
+    _run_stage(run, body, input_file)
+    assert body.calls == 2
+
+
+def test_another_run_shares_an_identical_stage_by_hard_links(input_file):
+    first = Run(run_id="first", config=StudyConfig()).for_seed(0)
+    second = Run(run_id="second", config=StudyConfig()).for_seed(0)
+    body = Body(input_file)
+    made = _run_stage(first, body, input_file)
+    shared = _run_stage(second, body, input_file)
+    assert body.calls == 1  # taken from the first run, not computed again
+    assert shared["adopted_from"]["run_id"] == "first" and shared["run_id"] == "second"
+    assert shared["fingerprint"] == made["fingerprint"] and shared["outputs"] == made["outputs"]
+    out_first, out_second = first.output("02", "rows"), second.output("02", "rows")
+    assert out_second.read_text() == out_first.read_text()
+    assert os.stat(out_first).st_ino == os.stat(out_second).st_ino  # a hard link: no second copy on disk
+    assert runs.is_cached(second, "02")
+    # A different config is not shared.
+    cfg = StudyConfig()
+    third = _view(dataclasses.replace(cfg, sft=dataclasses.replace(cfg.sft, epochs=9.0)))
+    third = Run(run_id="third", config=third.config).for_seed(0)
+    _run_stage(third, body, input_file)
+    assert body.calls == 2

@@ -310,7 +310,7 @@ def test_verify_masks_catches_a_tokenizer_that_merges_across_the_boundary() -> N
 
 
 def _run_with_sft(saved: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Run, Path, Path]:
-    run = Run(run_id="dpo-test", config=resolve("smoke"))
+    run = Run(run_id="dpo-test", config=resolve("smoke")).for_seed(0)  # stages 02 and 05 run per seed
     stage_dir = run.stage_dir("02_sft_training")
     model_dir = stage_dir / "model"
     model_dir.mkdir(parents=True)

@@ -150,7 +150,7 @@ def forest_figure(rows: Sequence[Mapping[str, Any]], title: str):
     ax.axvline(0, color="#6b7280", linewidth=1)
     ax.set_yticks(range(len(rows)), [f"{r['b']} vs {r['a']} ({endpoint_label(r['endpoint'])})"
                                      + ("" if r.get("diff") is not None else " n/a") for r in reversed(rows)])
-    ax.set_xlabel("difference b − a (percentage points), 95% CI; grey: ± minimum detectable difference")
+    ax.set_xlabel("difference b − a (percentage points) with its 95% CI\ngrey band: ± minimum detectable difference")
     fig.suptitle(title, fontsize=10, x=0.01, ha="left")
     return fig
 
