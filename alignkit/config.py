@@ -525,11 +525,14 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
     """
     origin = typing.get_origin(tp)
     if _is_union(tp):  # e.g. a named mix or a mapping: the first member that accepts it
+        errors = {}
         for member in typing.get_args(tp):
             try:
                 return _coerce(key, member, value)
-            except ConfigError:
-                continue
+            except ConfigError as error:
+                errors[typing.get_origin(member)] = error
+        if isinstance(value, dict) and dict in errors:
+            raise errors[dict]  # a mapping with a bad entry: name the entry
         raise ConfigError(f"{key}: expected {_type_name(tp)}; got {value!r}")
     if origin is Literal:
         allowed = typing.get_args(tp)

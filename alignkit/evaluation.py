@@ -23,7 +23,9 @@ Scoring (no model needed) runs :func:`alignkit.scoring.score_response` on every 
 :func:`alignkit.results.build_results`.
 
 Outputs in ``06_evaluation/``: ``responses_<arm>[_seed<N>].jsonl`` (+ ``.json`` sidecar: resume key and memory),
-``responses.jsonl``, ``scores.jsonl``, ``results.json`` and ``manifest.json``. The report (``alignkit.report``)
+``responses.jsonl``, ``scores.jsonl``, ``results.json`` (the numbers and what they were computed from, as content
+hashes: the same bytes for the same study on one machine), ``run_info.json`` (paths, memory, timings, versions)
+and ``manifest.json``. The report (``alignkit.report``)
 is rendered from them afterwards and copies ``results.json`` next to ``report.html``.
 """
 
@@ -380,29 +382,27 @@ def score_responses(items: Sequence[world.Item], responses: Sequence[Mapping[str
 # --------------------------------------------------------------------------------------------------
 
 
-def provenance(run: Run, arm_list: Sequence[Arm], items_path: Path, input_hashes: Mapping[str, str]) -> dict[str, Any]:
-    """Hashes of the items, models and training data (from the stage manifests), versions, seeds and flags."""
+def _stage_manifests(run: Run):
+    yield "01_sft_data", run.manifest("01_sft_data"), ("sft", "dev_sft", "eval_items", "dev_items")
+    for view in run.seed_views():
+        for stage, names in (("02_sft_training", ("model",)), ("03_negatives", ("negatives",)),
+                             ("04_preference_pairs", ("pairs",)), ("05_dpo_training", ("sft_dpo", "dpo_only"))):
+            yield f"{stage}/seed{view.training_seed}", view.manifest(stage), names
+
+
+def provenance(run: Run, arm_list: Sequence[Arm], items_path: Path) -> dict[str, Any]:
+    """What the results were computed from, as content hashes only (no path, time or machine detail, so two runs
+    of the same study on one machine write the same bytes): items, models, each stage's fingerprint and output
+    hashes, generation settings, prompts, seeds and security flags."""
     cfg = run.config
-    stages: dict[str, Any] = {}
-    wanted = (("01_sft_data", None, ("sft", "dev_sft", "eval_items", "dev_items")),
-              *((stage, view, names) for view in run.seed_views()
-                for stage, names in (("02_sft_training", ("model",)), ("03_negatives", ("negatives",)),
-                                     ("04_preference_pairs", ("pairs",)), ("05_dpo_training", ("sft_dpo", "dpo_only")))))
-    for stage, view, names in wanted:
-        manifest = (view or run).manifest(stage)
-        label = stage if view is None else f"{stage}/seed{view.training_seed}"
-        stages[label] = None if manifest is None else {
-            "fingerprint": manifest.get("fingerprint"), "finished": manifest.get("finished"),
-            "adopted_from": (manifest.get("adopted_from") or {}).get("run_id"),
-            "outputs": {n: manifest["outputs"][n]["sha256"] for n in names if n in manifest.get("outputs", {})}}
+    stages = {label: None if manifest is None else {
+        "fingerprint": manifest.get("fingerprint"), "code": (manifest.get("code") or {}).get("hash"),
+        "outputs": {n: manifest["outputs"][n]["sha256"] for n in names if n in manifest.get("outputs", {})}}
+        for label, manifest, names in _stage_manifests(run)}
     return {
-        "split": cfg.evaluation.split,
-        "items": {"path": str(items_path), "sha256": files.sha256_file(items_path)},
-        "models": {arm.key: {"arm": arm.name, "seed": arm.seed, "path": str(arm.spec.path),
-                             "adapter": str(arm.spec.adapter) if arm.spec.adapter else None,
-                             "prompt_style": arm.spec.prompt_style, "quantize_4bit": arm.spec.quantize_4bit,
-                             "sha256": arm.spec.sha256} for arm in arm_list},
-        "inputs_sha256": dict(input_hashes),
+        "split": cfg.evaluation.split, "items_sha256": files.sha256_file(items_path),
+        "models": {arm.key: {"arm": arm.name, "seed": arm.seed, "prompt_style": arm.spec.prompt_style,
+                             "quantize_4bit": arm.spec.quantize_4bit, "sha256": arm.spec.sha256} for arm in arm_list},
         "stages": stages,
         "generation": {style: generation_config(cfg, style).to_dict() for style in ("template", "fewshot")},
         "prompt_styles": {"template": "template.prompt(instruction) = 'Instruction: {instruction}\\nResponse:'",
@@ -412,8 +412,23 @@ def provenance(run: Run, arm_list: Sequence[Arm], items_path: Path, input_hashes
                   "base_build_seed": cfg.base_build.seed, "statistics_seed": cfg.seed},
         "security": {"trust_remote_code": cfg.model.trust_remote_code,
                      "allow_pickle_weights": cfg.model.allow_pickle_weights},
-        "versions": library_versions(),
-        "git_commit": git_commit(),
+    }
+
+
+def run_info(run: Run, arm_list: Sequence[Arm], items_path: Path, memory_block: Mapping[str, Any]) -> dict[str, Any]:
+    """Where and how this evaluation ran (``run_info.json``, beside results.json): paths, memory and timings,
+    library versions, git commit and code hash, which stages were shared from another run."""
+    from alignkit.runs import stage_code
+
+    return {
+        "run_id": run.run_id, "items_path": str(items_path),
+        "models": {arm.key: {"path": str(arm.spec.path), "adapter": str(arm.spec.adapter) if arm.spec.adapter else None}
+                   for arm in arm_list},
+        "shared_stages": {label: (manifest.get("adopted_from") or {}).get("run_id")
+                          for label, manifest, _names in _stage_manifests(run)
+                          if manifest is not None and manifest.get("adopted_from")},
+        "memory": dict(memory_block), "versions": library_versions(), "git_commit": git_commit(),
+        "code": stage_code(STAGE),
     }
 
 
@@ -468,12 +483,14 @@ def run(run: Run, force: bool = False) -> dict[str, Any]:
             scores, models=list(ev.models), seeds=list(cfg.training_seeds), contrasts=ev.contrasts,
             correction=ev.correction, alpha=ev.alpha, power=ev.power, n_bootstrap=ev.n_bootstrap,
             n_permutations=ev.n_permutations, seed=cfg.seed, split=ev.split)
-        stats_block.update({"stage": STAGE, "run_id": run.run_id, "preset": cfg.preset, "memory": memory_block,
-                            "config": cfg.to_dict(), "provenance": provenance(run, hashed, items_path, hashes)})
+        stats_block.update({"stage": STAGE, "run_id": run.run_id, "preset": cfg.preset, "config": cfg.to_dict(),
+                            "provenance": provenance(run, hashed, items_path)})
         files.write_json(ctx.path("results.json"), stats_block)
+        files.write_json(ctx.path("run_info.json"), run_info(run, hashed, items_path, memory_block))
         ctx.add_output("responses", responses_file, rows=len(responses))
         ctx.add_output("scores", ctx.path("scores.jsonl"), rows=n_scores)
         ctx.add_output("results", ctx.path("results.json"))
+        ctx.add_output("run_info", ctx.path("run_info.json"))
         primaries = [row for row in stats_block["contrasts"] if row["role"] == "primary"]
         ctx.summary.update({
             "split": ev.split, "n_items": len(items), "models": list(ev.models), "seeds": list(cfg.training_seeds),

@@ -337,8 +337,13 @@ def _check_sft(c: _Checker) -> None:
 
 
 def _negative_response_problems(text: str) -> list[str]:
-    """Negatives may carry template residue on purpose (``format`` negatives), so only the basics apply."""
-    return _text_basics(text)
+    """Negatives may carry template residue on purpose (``format`` negatives), so only the basics apply, and the
+    END line: generation stops at the first one, so no model output has text after it."""
+    problems = _text_basics(text)
+    if template.STOP_STRING in text:
+        problems.append(f"contains {template.STOP_STRING!r}; generation stops at END, and the completion adds it "
+                        "when the model wrote it (emitted_end)")
+    return problems
 
 
 #: Negative types whose defect may be the missing END: a format or verbose negative is kept exactly as the model
@@ -427,6 +432,8 @@ def _pair_completion_problems(text: str, allow_tags: bool = False, allow_no_end:
     body = text[1 : -len(template.STOP_STRING)]
     if not body.strip():
         problems.append(f"empty response between ' ' and {template.STOP_STRING!r}")
+    if template.STOP_STRING in body:
+        problems.append(f"contains {template.STOP_STRING!r} before its end; generation stops at the first END")
     if has_literal_newline_escape(text):
         problems.append(_LITERAL_NEWLINE_PROBLEM)
     return problems + ([] if allow_tags else _tag_problems(body))

@@ -108,6 +108,9 @@ def model_rates(table: Mapping[str, Mapping[int, Sequence[Mapping[str, Any]]]], 
     families = sorted(set(family_of.values()), key=lambda f: (FAMILIES.index(f) if f in FAMILIES else 99, f))
     out: dict[str, dict[str, Any]] = {}
     for model, rows_by_seed in table.items():
+        if model in UNTRAINED_MODELS:  # generated once: its copies under every seed are not a spread
+            first = next(iter(rows_by_seed))
+            rows_by_seed = {first: rows_by_seed[first]}
         per_family = {}
         for family in families:
             keep = [family_of[i] == family for i in item_ids]

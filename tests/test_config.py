@@ -1,4 +1,5 @@
-"""Tests for alignkit.config: layering, validation messages, overrides, presets, hashing and YAML round trips."""
+"""Tests for alignkit.config: layering, validation messages, overrides, presets, hashing and YAML round trips;
+the named negative mixes and types, training seeds, dev split sizes, arms, contrasts, DPO loss types and runtime."""
 
 from __future__ import annotations
 
@@ -207,20 +208,27 @@ def test_wrong_type_from_override(override, expected):
     ("model:\n  base: 123\n", "model.base: expected a string; got 123"),
     ("evaluation:\n  models: 3\n", "evaluation.models: expected a list of"),
     ("world:\n  families: {arithmetic: 1}\n", "world.families: expected a list of"),
-    ("negatives:\n  mix: [refusal, format]\n", "negatives.mix: expected a mapping"),
-    ("negatives:\n  mix: {refusal: lots}\n", "negatives.mix.refusal: expected a number; got 'lots'"),
+    # negatives.mix is a named mix or a mapping: a value that is neither names both choices.
+    ("negatives:\n  mix: [refusal, format]\n",
+     "negatives.mix: expected one of 'seed', 'uniform', 'observed' or a mapping; got ['refusal', 'format']"),
+    ("negatives:\n  mix: {refusal: lots}\n",
+     "negatives.mix.refusal: expected a number; got 'lots'"),
+    ("negatives:\n  mix: balanced\n",
+     "negatives.mix: expected one of 'seed', 'uniform', 'observed' or a mapping; got 'balanced'"),
 ])
 def test_wrong_type_from_yaml(tmp_path, text, expected):
     assert expected in error_of(resolve, "tiny", write_yaml(tmp_path, text))
 
 
 def test_list_fields_accept_yaml_lists_and_scalars(tmp_path):
+    # Evaluating two arms only: the contrasts must name only those (the default ones name base_fewshot and others).
     user = write_yaml(tmp_path, "world:\n  families: [capitals, arithmetic]\nseeds: [3, 1]\n"
-                                "evaluation:\n  models:\n    - base\n    - sft\n")
+                                "evaluation:\n  models:\n    - base\n    - sft\n  contrasts: ['base->sft:format']\n")
     cfg = resolve("tiny", user)
     assert cfg.world.families == ("capitals", "arithmetic")
     assert cfg.seeds == (3, 1)
     assert cfg.evaluation.models == ("base", "sft")
+    assert cfg.evaluation.contrasts == ("base->sft:format",)
 
 
 @pytest.mark.parametrize("override, expected", [
@@ -252,10 +260,46 @@ def test_value_range_checks(override, expected):
 
 
 # ---------------------------------------------------------------------------------------------- negatives.mix
-def test_default_mix_has_all_five_types_and_sums_to_one():
-    mix = StudyConfig().negatives.mix
-    assert set(mix) == set(NEGATIVE_TYPES)
-    assert sum(mix.values()) == pytest.approx(1.0)
+def test_default_mix_is_the_named_seed_mix_over_all_five_types():
+    negatives = StudyConfig().negatives
+    assert negatives.mix == "seed"
+    assert negatives.types == NEGATIVE_TYPES
+    # The seed mix is the study's design: 30/25/20/15/10, summing to one.
+    assert config.SEED_MIX == {"refusal": 0.30, "format": 0.25, "incorrect": 0.20, "off_topic": 0.15, "verbose": 0.10}
+    assert list(config.SEED_MIX) == list(NEGATIVE_TYPES)
+    assert sum(config.SEED_MIX.values()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("name", ["seed", "uniform", "observed"])
+def test_named_mixes_are_accepted_from_overrides_and_yaml(tmp_path, name):
+    assert resolve("tiny", overrides=[f"negatives.mix={name}"]).negatives.mix == name
+    assert resolve("tiny", write_yaml(tmp_path, f"negatives:\n  mix: {name}\n")).negatives.mix == name
+    assert config.MIX_NAMES == ("seed", "uniform", "observed")
+
+
+def test_unknown_mix_name_is_refused():
+    message = error_of(resolve, "tiny", overrides=["negatives.mix=random"])
+    assert message == "negatives.mix: expected one of 'seed', 'uniform', 'observed' or a mapping; got 'random'"
+
+
+def test_negative_types_leave_one_out():
+    cfg = resolve("tiny", overrides=["negatives.types=[refusal, format, incorrect, verbose]"])
+    assert cfg.negatives.types == ("refusal", "format", "incorrect", "verbose")
+    assert cfg.negatives.mix == "seed"
+
+
+@pytest.mark.parametrize("types", ["[refusal, sarcasm]", "[format, format]", "[]"])
+def test_negative_types_must_be_distinct_known_names(types):
+    message = error_of(resolve, "tiny", overrides=[f"negatives.types={types}"])
+    assert message.startswith("negatives.types: expected distinct names from refusal, format, incorrect, "
+                              "off_topic, verbose")
+
+
+def test_mix_mapping_must_give_a_share_to_some_configured_type():
+    message = error_of(resolve, "tiny", overrides=["negatives.mix={refusal: 1.0}", "negatives.types=[format]"])
+    assert message == "negatives.mix: gives no share to any of negatives.types ['format']"
+    cfg = resolve("tiny", overrides=["negatives.mix={refusal: 0.5, format: 0.5}", "negatives.types=[format]"])
+    assert cfg.negatives.mix == {"refusal": 0.5, "format": 0.5}
 
 
 @pytest.mark.parametrize("mix", ["{refusal: 0.5, format: 0.4}", "{refusal: 0.6, format: 0.6}",
@@ -282,6 +326,91 @@ def test_mix_dotted_override_replaces_the_whole_mix():
     assert resolve("tiny", overrides=["negatives.mix.refusal=1"]).negatives.mix == {"refusal": 1.0}
     message = error_of(resolve, "tiny", overrides=["negatives.mix.refusal=0.5"])
     assert "summing to 1" in message
+
+
+# ---------------------------------------------------------------------------------------------- seeds, splits, arms
+def test_training_seeds_are_the_seeds_or_the_data_seed():
+    assert StudyConfig().training_seeds == (0,)
+    assert resolve("tiny").seeds == (0, 1, 2) and resolve("tiny").training_seeds == (0, 1, 2)
+    assert resolve("smoke").training_seeds == (0, 1)
+    assert resolve("tiny", overrides=["seeds=[]", "seed=4"]).training_seeds == (4,)
+    assert error_of(resolve, "tiny", overrides=["seeds=[1, 2, 1]"]) == "seeds: duplicates in [1, 2, 1]"
+
+
+def test_dev_split_sizes():
+    cfg = StudyConfig()
+    assert (cfg.world.n_dev, cfg.sft_data.n_dev_examples) == (70, 40)
+    smoke = resolve("smoke")
+    assert (smoke.world.n_dev, smoke.sft_data.n_dev_examples) == (21, 10)
+    assert error_of(resolve, "tiny", overrides=["world.n_dev=0"]) == "world.n_dev: expected a positive number; got 0"
+    assert error_of(resolve, "tiny", overrides=["sft_data.n_dev_examples=0"]) == (
+        "sft_data.n_dev_examples: expected a positive number; got 0")
+
+
+def test_eval_models_are_the_five_arms_and_base_raw_is_gone():
+    assert config.EVAL_MODELS == ("base_fewshot", "base", "sft", "sft_dpo", "dpo_only")
+    assert StudyConfig().evaluation.models == config.EVAL_MODELS
+    assert config.UNTRAINED_MODELS == ("base_fewshot", "base")
+    message = error_of(resolve, "tiny", overrides=["evaluation.models=base_raw"])
+    assert "evaluation.models: unknown ['base_raw']" in message
+
+
+def test_dpo_loss_types_and_rpo_alpha():
+    cfg = resolve("tiny", overrides=["dpo.loss_type=rpo", "dpo.rpo_alpha=0.5"])
+    assert (cfg.dpo.loss_type, cfg.dpo.rpo_alpha) == ("rpo", 0.5)
+    assert StudyConfig().dpo.loss_type == "sigmoid" and StudyConfig().dpo.rpo_alpha == 1.0
+    assert error_of(resolve, "tiny", overrides=["dpo.rpo_alpha=0"]) == "dpo.rpo_alpha: expected > 0; got 0.0"
+    assert error_of(resolve, "tiny", overrides=["dpo.loss_type=kto"]) == (
+        "dpo.loss_type: expected one of 'sigmoid', 'ipo', 'rpo', 'hinge', 'robust'; got 'kto'")
+
+
+def test_evaluation_split_alpha_power_permutations():
+    ev = StudyConfig().evaluation
+    assert (ev.split, ev.alpha, ev.power, ev.n_permutations) == ("test", 0.05, 0.8, 20000)
+    assert resolve("tiny", overrides=["evaluation.split=dev"]).evaluation.split == "dev"
+    assert "evaluation.split: expected one of 'test', 'dev'; got 'train'" in error_of(
+        resolve, "tiny", overrides=["evaluation.split=train"])
+    for override in ("evaluation.alpha=1", "evaluation.alpha=0", "evaluation.power=1.5"):
+        assert "evaluation.alpha / evaluation.power: expected in (0, 1)" in error_of(resolve, "tiny",
+                                                                                      overrides=[override])
+    assert error_of(resolve, "tiny", overrides=["evaluation.n_permutations=0"]) == (
+        "evaluation.n_permutations: expected a positive number; got 0")
+
+
+def test_parse_contrast():
+    assert config.parse_contrast("sft->sft_dpo:overall") == ("sft", "sft_dpo", "overall")
+    assert config.parse_contrast(" base -> sft : format ") == ("base", "sft", "format")
+    for text in config.CONTRASTS:
+        a, b, endpoint = config.parse_contrast(text)
+        assert a in config.EVAL_MODELS and b in config.EVAL_MODELS and endpoint in config.ENDPOINTS
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("sft-sft_dpo:overall", "is not 'a->b:endpoint'"),
+    ("sft->sft_dpo", "is not 'a->b:endpoint'"),
+    ("sft->gpt:overall", "names unknown arm 'gpt'"),
+    ("sft->sft:overall", "compares an arm with itself"),
+    ("sft->sft_dpo:vibes", "names unknown endpoint 'vibes'"),
+])
+def test_contrast_errors_name_the_contrast(text, expected):
+    message = error_of(resolve, "tiny", overrides=[f"evaluation.contrasts=['{text}']"])
+    assert message.startswith(f"evaluation.contrasts[0]: {text!r}") and expected in message
+
+
+def test_contrasts_must_name_evaluated_arms():
+    message = error_of(resolve, "tiny", overrides=["evaluation.models=[sft, sft_dpo]"])
+    assert message == ("evaluation.contrasts[0]: 'base_fewshot->sft:content' names ['base_fewshot'], which "
+                       "evaluation.models ['sft', 'sft_dpo'] does not evaluate")
+    cfg = resolve("tiny", overrides=["evaluation.models=[sft, sft_dpo]",
+                                     "evaluation.contrasts=['sft->sft_dpo:overall']"])
+    assert cfg.evaluation.contrasts == ("sft->sft_dpo:overall",)
+
+
+def test_runtime_threads():
+    assert StudyConfig().runtime.threads == 0
+    assert resolve("tiny", overrides=["runtime.threads=3"]).runtime.threads == 3
+    assert error_of(resolve, "tiny", overrides=["runtime.threads=-1"]) == (
+        "runtime.threads: expected 0 (automatic) or a positive count; got -1")
 
 
 # ---------------------------------------------------------------------------------------------- combinations

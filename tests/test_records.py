@@ -1,4 +1,10 @@
-"""Tests for alignkit.records: a valid record per kind, a corpus of malformed inputs, the CLI entry point."""
+"""Tests for alignkit.records: a valid record per kind, a corpus of malformed inputs, the CLI entry point.
+
+Also the rules of the new design: a negative carries ``emitted_end`` and may lack END only for the types whose
+defect that is (``format``, ``verbose``: ``records.END_LESS_TYPES``); a pair's ``rejected`` may then lack END too
+(one leading space, no ``\\nEND`` anywhere, no literal backslash-n); responses are unique by
+``(model, seed, item_id)``.
+"""
 
 from __future__ import annotations
 
@@ -40,7 +46,8 @@ NEGATIVE: dict[str, Any] = {
     "instruction": "What is the capital of France?",
     "prompt": "Instruction: What is the capital of France?\nResponse:",
     "type": "incorrect",
-    "method": "swap_other_family",
+    "method": "sft_sample",
+    "emitted_end": True,
     "response": "Madrid",
     "completion": " Madrid\nEND",
     "failed_criteria": ["factually_correct"],
@@ -57,7 +64,8 @@ PAIR: dict[str, Any] = {
     "margin": None,
 }
 RESPONSE: dict[str, Any] = {
-    "model": "base",
+    "model": "sft",
+    "seed": 0,
     "item_id": "eval-arithmetic-0001",
     "prompt": "Instruction: What is 12 plus 7?\nResponse:",
     "raw_output": " 19\nEND",
@@ -119,7 +127,9 @@ def test_valid_record_passes(kind: str, tmp_path: Path) -> None:
 def test_from_dict_round_trips_and_keeps_extra_fields(kind: str) -> None:
     obj = edit(VALID[kind], written_by="a newer alignkit")
     record = records.KINDS[kind].from_dict(obj)
-    assert record.extra == {"written_by": "a newer alignkit"}
+    # A response's seed is optional (null or absent for an untrained arm): checked, but kept with the extra fields.
+    optional = {"seed": 0} if kind == "responses" else {}
+    assert record.extra == {"written_by": "a newer alignkit", **optional}
     assert record.to_dict() == obj
 
 
@@ -146,7 +156,7 @@ def test_open_ended_item_may_have_null_reference() -> None:
 
 
 def test_same_item_for_two_models_is_not_a_duplicate(tmp_path: Path) -> None:
-    path = write(tmp_path, "responses", jsonl(RESPONSE, edit(RESPONSE, model="sft")))
+    path = write(tmp_path, "responses", jsonl(RESPONSE, edit(RESPONSE, model="sft_dpo")))
     assert records.validate_file(path, "responses")[1] == []
 
 
@@ -174,6 +184,103 @@ def test_unknown_kind_is_a_value_error(tmp_path: Path) -> None:
         records.check_record("evals", {})
     with pytest.raises(ValueError, match="unknown record kind"):
         records.validate_file(write(tmp_path, "x", jsonl(EVAL_ITEM)), "evals")
+
+
+# --------------------------------------------------------------------------------------------------
+# END-less negatives and pairs (format and verbose only), seeded responses
+# --------------------------------------------------------------------------------------------------
+
+END_LESS = {"format", "verbose"}
+
+
+def _negative_of(negative_type: str, emitted_end: bool) -> dict[str, Any]:
+    response = "Madrid, and then Instruction: more"
+    completion = f" {response}\nEND" if emitted_end else f" {response}"
+    return edit(NEGATIVE, type=negative_type, emitted_end=emitted_end, response=response, completion=completion)
+
+
+def test_end_less_types_are_format_and_verbose() -> None:
+    assert set(records.END_LESS_TYPES) == END_LESS
+
+
+@pytest.mark.parametrize("negative_type", ["refusal", "format", "incorrect", "off_topic", "verbose"])
+def test_negative_with_and_without_end_per_type(negative_type: str) -> None:
+    assert records.check_record("negatives", _negative_of(negative_type, True)) == []
+    problems = records.check_record("negatives", _negative_of(negative_type, False))
+    if negative_type in END_LESS:
+        assert problems == []
+        assert records.Negative.from_dict(_negative_of(negative_type, False)).emitted_end is False
+    else:
+        assert problems == [("emitted_end", f"false is only allowed for types format, verbose (a missing END is "
+                                            f"their defect); a {negative_type} negative must end with END")]
+
+
+@pytest.mark.parametrize("negative_type", ["refusal", "format", "incorrect", "off_topic", "verbose"])
+def test_pair_rejected_with_and_without_end_per_type(negative_type: str) -> None:
+    with_end = edit(PAIR, negative_type=negative_type, rejected=" Madrid\nEND")
+    assert records.check_record("pairs", with_end) == []
+    without_end = edit(PAIR, negative_type=negative_type, rejected=" Madrid and more, as generated")
+    problems = records.check_record("pairs", without_end)
+    if negative_type in END_LESS:
+        assert problems == []
+    else:
+        assert problems == [("rejected", "must end with '\\nEND'")]
+
+
+@pytest.mark.parametrize("negative_type", sorted(END_LESS))
+@pytest.mark.parametrize("rejected", [" Madrid\nEND\nInstruction: next", " Madrid\nEND more", " \nEND Madrid"])
+def test_end_less_rejected_with_end_in_the_middle_is_refused(negative_type: str, rejected: str) -> None:
+    problems = records.check_record("pairs", edit(PAIR, negative_type=negative_type, rejected=rejected))
+    assert problems == [("rejected", "contains '\\nEND' but does not end with it; generation stops there")]
+
+
+def test_end_less_negative_completion_is_space_plus_response() -> None:
+    negative = _negative_of("format", False)
+    assert negative["completion"] == " " + negative["response"]
+    for wrong in (negative["response"], " " + negative["response"] + "\nEND", "  " + negative["response"]):
+        problems = records.check_record("negatives", edit(negative, completion=wrong))
+        assert [name for name, _ in problems] == ["completion"], wrong
+
+
+# Generation stops at the first "\nEND", so no model output has text after one: a completion or negative response
+# with "\nEND" before its end is refused (such a chosen would teach the model to go on after END).
+@pytest.mark.parametrize(("field", "negative_type", "text"), [
+    ("rejected", "incorrect", " Madrid\nEND\nmore\nEND"),
+    ("rejected", "format", " Madrid\nEND\nmore\nEND"),
+    ("chosen", "incorrect", " Paris\nEND\nmore\nEND"),
+])
+def test_a_pair_completion_with_end_in_the_middle_is_refused(field: str, negative_type: str, text: str) -> None:
+    problems = records.check_record("pairs", edit(PAIR, negative_type=negative_type, **{field: text}))
+    assert field in [name for name, _ in problems]
+
+
+@pytest.mark.parametrize(("negative_type", "emitted_end", "completion"), [
+    ("incorrect", True, " Madrid\nEND\nmore\nEND"),
+    ("format", False, " Madrid\nEND\nmore"),  # refused as a pair's rejected (test above), accepted here
+])
+def test_a_negative_response_with_end_inside_is_refused(negative_type: str, emitted_end: bool,
+                                                        completion: str) -> None:
+    negative = edit(NEGATIVE, type=negative_type, emitted_end=emitted_end, response="Madrid\nEND\nmore",
+                    completion=completion)
+    assert records.check_record("negatives", negative) != []
+
+
+def test_responses_are_unique_by_model_seed_and_item(tmp_path: Path) -> None:
+    # The same model and item under two training seeds: two rows, no defect.
+    two_seeds = write(tmp_path, "two_seeds", jsonl(RESPONSE, edit(RESPONSE, seed=1)))
+    rows, defects = records.validate_file(two_seeds, "responses")
+    assert defects == [] and [row["seed"] for row in rows] == [0, 1]
+    # An untrained arm (seed null) next to seeded rows of another arm: no defect either.
+    untrained = write(tmp_path, "untrained", jsonl(edit(RESPONSE, model="base", seed=None), RESPONSE,
+                                                   edit(RESPONSE, seed=None)))
+    assert records.validate_file(untrained, "responses")[1] == []
+    # Twice under one seed: the second is a defect naming the first.
+    twice = write(tmp_path, "twice", jsonl(RESPONSE, edit(RESPONSE, seed=1), edit(RESPONSE, raw_output=" 20\nEND")))
+    rows, defects = records.validate_file(twice, "responses")
+    assert [row["seed"] for row in rows] == [0, 1]
+    assert [str(d) for d in defects] == [
+        f"{twice}:3: item_id: duplicate (model, seed, item_id) ('sft', '0', 'eval-arithmetic-0001'); first on line 1"]
+    assert records.UNIQUE_KEYS["responses"] == ("model", "seed", "item_id")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -286,6 +393,18 @@ BAD_INPUTS: list[tuple[str, str, bytes, list[tuple[int, str, str]]]] = [
      [(1, "prompt", "does not match template.prompt(instruction)")]),
     ("negatives__sft_id_null", "negatives", jsonl(edit(NEGATIVE, sft_id=None)),
      [(1, "sft_id", "expected string, got null")]),
+    ("negatives__emitted_end_missing", "negatives", jsonl(edit(NEGATIVE, drop=("emitted_end",))),
+     [(1, "emitted_end", "missing")]),
+    ("negatives__emitted_end_string", "negatives", jsonl(edit(NEGATIVE, emitted_end="false")),
+     [(1, "emitted_end", "expected bool, got string")]),
+    ("negatives__end_less_incorrect", "negatives", jsonl(edit(NEGATIVE, emitted_end=False, completion=" Madrid")),
+     [(1, "emitted_end", "false is only allowed for types format, verbose")]),
+    ("negatives__end_less_format_completion_with_end", "negatives",
+     jsonl(edit(NEGATIVE, type="format", emitted_end=False)),
+     [(1, "completion", "does not match ' ' + response (no END: as generated); expected ' Madrid'")]),
+    ("negatives__with_end_completion_without_end", "negatives",
+     jsonl(edit(NEGATIVE, type="format", completion=" Madrid")),
+     [(1, "completion", "does not match template.completion(response); expected ' Madrid\\nEND'")]),
     # pairs schema.
     ("pairs__chosen_equals_rejected", "pairs", jsonl(edit(PAIR, rejected=" Paris\nEND")),
      [(1, "rejected", "identical to chosen")]),
@@ -293,6 +412,19 @@ BAD_INPUTS: list[tuple[str, str, bytes, list[tuple[int, str, str]]]] = [
      [(1, "rejected", "identical to chosen")]),
     ("pairs__rejected_without_end", "pairs", jsonl(edit(PAIR, rejected=" Madrid")),
      [(1, "rejected", "must end with '\\nEND'")]),
+    ("pairs__end_less_rejected_with_end_inside", "pairs",
+     jsonl(edit(PAIR, negative_type="format", rejected=" Madrid\nEND\nInstruction: next")),
+     [(1, "rejected", "contains '\\nEND' but does not end with it")]),
+    ("pairs__end_less_rejected_without_space", "pairs", jsonl(edit(PAIR, negative_type="verbose", rejected="Madrid")),
+     [(1, "rejected", "must start with ' '")]),
+    ("pairs__end_less_rejected_literal_backslash_n", "pairs",
+     jsonl(edit(PAIR, negative_type="format", rejected=" Madrid\\nSpain")),
+     [(1, "rejected", "literal backslash-n")]),
+    ("pairs__end_less_rejected_empty", "pairs", jsonl(edit(PAIR, negative_type="format", rejected=" ")),
+     [(1, "rejected", "empty response after ' '")]),
+    ("pairs__chosen_without_end_for_a_format_pair", "pairs",
+     jsonl(edit(PAIR, negative_type="format", chosen=" Paris", rejected=" Madrid")),
+     [(1, "chosen", "must end with '\\nEND'")]),
     ("pairs__chosen_without_space", "pairs", jsonl(edit(PAIR, chosen="Paris\nEND")),
      [(1, "chosen", "must start with ' '")]),
     ("pairs__empty_body", "pairs", jsonl(edit(PAIR, chosen=" \nEND")), [(1, "chosen", "empty response")]),
@@ -329,8 +461,18 @@ BAD_INPUTS: list[tuple[str, str, bytes, list[tuple[int, str, str]]]] = [
     ("responses__empty_model", "responses", jsonl(edit(RESPONSE, model="")), [(1, "model", "empty")]),
     ("responses__missing_raw_output", "responses", jsonl(edit(RESPONSE, drop=("raw_output",))),
      [(1, "raw_output", "missing")]),
-    ("responses__duplicate_model_item", "responses", jsonl(RESPONSE, edit(RESPONSE, model="sft"), RESPONSE),
-     [(3, "item_id", "duplicate (model, item_id) ('base', 'eval-arithmetic-0001'); first on line 1")]),
+    ("responses__duplicate_model_seed_item", "responses",
+     jsonl(RESPONSE, edit(RESPONSE, model="sft_dpo"), edit(RESPONSE, seed=1), RESPONSE),
+     [(4, "item_id", "duplicate (model, seed, item_id) ('sft', '0', 'eval-arithmetic-0001'); first on line 1")]),
+    ("responses__duplicate_untrained_arm", "responses",
+     jsonl(edit(RESPONSE, model="base", seed=None), edit(RESPONSE, model="base", drop=("seed",))),
+     [(2, "item_id", "duplicate (model, seed, item_id)")]),  # null and absent: the same (no training seed)
+    ("responses__seed_string", "responses", jsonl(edit(RESPONSE, seed="0")),
+     [(1, "seed", "expected an integer training seed or null")]),
+    ("responses__seed_bool", "responses", jsonl(edit(RESPONSE, seed=True)),
+     [(1, "seed", "expected an integer training seed or null")]),
+    ("responses__seed_float", "responses", jsonl(edit(RESPONSE, seed=1.0)),
+     [(1, "seed", "expected an integer training seed or null")]),
 ]
 
 

@@ -36,13 +36,21 @@ HELDOUT_NOTES = {
     False: "a real base model has likely seen facts like these (capitals, arithmetic, common words) in pretraining.",
 }
 
-__all__ = ["build", "contrasts_frame", "examples_frame", "family_frame", "load_results", "memory_frame",
+__all__ = ["build", "contrasts_frame", "examples_frame", "family_frame", "load_results", "load_run_info", "memory_frame",
            "rates_frame", "run_examples"]
 
 
 def load_results(run: Run) -> dict[str, Any]:
     """``results.json`` of stage 06 (through its manifest)."""
     return files.read_json(run.output(EVAL_STAGE, "results"))
+
+
+def load_run_info(run: Run) -> dict[str, Any]:
+    """``run_info.json`` of stage 06 (paths, memory, versions), or an empty dict for an older run."""
+    try:
+        return files.read_json(run.output(EVAL_STAGE, "run_info"))
+    except StageInputError:
+        return {}
 
 
 def _rows(run: Run, name: str) -> list[dict[str, Any]]:
@@ -70,7 +78,7 @@ def run_examples(run: Run, results: Mapping[str, Any] | None = None, n: int | No
 def _figures(run: Run, results: Mapping[str, Any], out_dir: Path) -> dict[str, str | None]:
     """Every figure: saved as PNG under ``figures/`` and returned as data URIs for embedding."""
     fig_dir = out_dir / "figures"
-    primary = [r for r in results["contrasts"] if r.get("named_primary")]
+    primary = [r for r in results["contrasts"] if r.get("named_primary") and r["role"] == "primary"]
     secondary = [r for r in results["contrasts"] if r["role"] == "secondary"]
     histories = qc.histories(run)
     built = {
@@ -95,29 +103,31 @@ def _figures(run: Run, results: Mapping[str, Any], out_dir: Path) -> dict[str, s
     return uris
 
 
-def _provenance_table(results: Mapping[str, Any]) -> dict[str, Any]:
+def _provenance_table(results: Mapping[str, Any], info: Mapping[str, Any]) -> dict[str, Any]:
     prov = results.get("provenance") or {}
-    rows = []
-    if prov.get("items"):
-        rows.append((f"{prov.get('split', 'test')} items", prov["items"].get("path"),
-                     (prov["items"].get("sha256") or "–")[:16]))
+    models, shared = info.get("models") or {}, info.get("shared_stages") or {}
+    rows = [(f"{prov.get('split', 'test')} items", info.get("items_path", "–"), (prov.get("items_sha256") or "–")[:16])]
     for key, m in (prov.get("models") or {}).items():
-        where = str(m.get("path")) + (f" + adapter {m['adapter']}" if m.get("adapter") else "")
-        rows.append((f"model {key} ({m.get('prompt_style')} prompt)", where, (m.get("sha256") or "–")[:16]))
+        where = models.get(key) or {}
+        text = str(where.get("path", "–")) + (f" + adapter {where['adapter']}" if where.get("adapter") else "")
+        rows.append((f"model {key} ({m.get('prompt_style')} prompt)", text, (m.get("sha256") or "–")[:16]))
     for stage, entry in (prov.get("stages") or {}).items():
         if entry is None:
             rows.append((f"stage {stage}", "missing", "–"))
             continue
-        shared = f"; shared from run {entry['adopted_from']}" if entry.get("adopted_from") else ""
+        note = f"; shared from run {shared[stage]}" if stage in shared else ""
+        rows.append((f"stage {stage}: code", f"fingerprint {entry.get('fingerprint')}{note}",
+                     (entry.get("code") or "–")[:16]))
         for name, digest in (entry.get("outputs") or {}).items():
-            rows.append((f"{stage}: {name}", f"stage fingerprint {entry.get('fingerprint')}{shared}", digest[:16]))
-    code = prov.get("code") or {}
+            rows.append((f"stage {stage}: {name}", "output", digest[:16]))
+    code = info.get("code") or {}
     if code:
-        rows.append(("alignkit code (stage 06)", f"checkout dirty: {code.get('dirty')}", (code.get("hash") or "–")[:16]))
+        rows.append(("alignkit code of stage 06", f"checkout with uncommitted changes: {code.get('dirty')}",
+                     (code.get("hash") or "–")[:16]))
     security = prov.get("security") or {}
     rows.append(("trust_remote_code / allow_pickle_weights",
                  f"{security.get('trust_remote_code')} / {security.get('allow_pickle_weights')}", ""))
-    rows.append(("git commit", prov.get("git_commit") or "–", ""))
+    rows.append(("git commit", info.get("git_commit") or "–", ""))
     return qc.table(("what", "where", "sha256 (first 16 hex digits)"), rows, "Inputs, models, data and code")
 
 
@@ -150,9 +160,9 @@ def build(run: Run, results: Mapping[str, Any] | None = None) -> Path:
     examples = examples_module.pick_examples(results, responses, scores, items, run.config.evaluation.n_examples)
     by_example = examples_module.criterion_examples(responses, scores, items)
     correction = results.get("correction") or {}
-    memory = results.get("memory") or {"max_models_resident": "n/a", "method": "", "per_model": {}}
-    prov = results.get("provenance") or {}
-    versions = prov.get("versions") or {}
+    info = load_run_info(run)
+    memory = info.get("memory") or {"max_models_resident": "n/a", "method": "", "per_model": {}}
+    versions = info.get("versions") or {}
     contrast_views = [tables.contrast_view(r) for r in results["contrasts"]]
     templates = resources.files("alignkit") / "report" / "templates"
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
@@ -162,7 +172,7 @@ def build(run: Run, results: Mapping[str, Any] | None = None) -> Path:
         preset=results.get("preset", run.config.preset), n_items=results["n_items"],
         split_words="held-out test items" if results.get("split", "test") == "test" else "dev items (selection run)",
         seeds=results.get("seeds", []), device=memory.get("device", "n/a"),
-        generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"), commit=(prov.get("git_commit") or "–")[:18],
+        generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"), commit=(info.get("git_commit") or "–")[:18],
         models=[{"name": m, "description": model_description(m)} for m in results["model_order"]],
         design=tables.design_rows(results), secondary_correction=correction.get("secondary", "holm"),
         test_name=correction.get("test", ""), interval_name=correction.get("interval", ""),
@@ -177,8 +187,8 @@ def build(run: Run, results: Mapping[str, Any] | None = None) -> Path:
         criteria_cards=[{"name": e, "definition": scoring.DEFINITIONS.get(e, ""), "examples": by_example.get(e, {})}
                         for e in results["endpoints"]],
         examples=examples, focus=examples[0]["focus"] if examples else "", qc=qc.sections(run), memory=memory,
-        memory_table=qc.table(tables.MEMORY_COLUMNS, tables.memory_rows(results)),
-        provenance_table=_provenance_table(results),
+        memory_table=qc.table(tables.MEMORY_COLUMNS, tables.memory_rows(memory)),
+        provenance_table=_provenance_table(results, info),
         repro_table=qc.table(("output", "deterministic?", "seed"), qc.reproducibility_rows(config),
                              "What is reproducible, and under which seed"),
         disk_table=_disk_table(run),

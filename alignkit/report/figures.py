@@ -189,7 +189,7 @@ def curves_figure(histories: Mapping[str, Sequence[Mapping[str, Any]]], keys: Se
                 ax.plot(xs, ys, linewidth=1.4, label=name, color=colour, **style)
         ax.set_title(key, fontsize=9.5, loc="left")
         ax.set_xlabel("step")
-    if len(histories) > 1:
+    if len(histories) > 1 and axes[-1].get_legend_handles_labels()[0]:
         axes[-1].legend(fontsize=7, frameon=False)
     fig.suptitle(title, fontsize=10, x=0.01, ha="left")
     return fig

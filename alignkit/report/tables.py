@@ -66,8 +66,9 @@ def family_frame(results: Mapping[str, Any], endpoint: str = "content"):
     return pd.DataFrame.from_dict(data, orient="index")
 
 
-def memory_rows(results: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-    per_model = (results.get("memory") or {}).get("per_model", {})
+def memory_rows(memory: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    """One row per evaluated model of run_info.json's ``memory`` block."""
+    per_model = memory.get("per_model", {})
     rows = []
     for key in sorted(per_model, key=lambda k: model_rank(k.split("_seed")[0])):
         m = per_model[key]
@@ -82,11 +83,11 @@ MEMORY_COLUMNS = ("model", "load s", "generate s", "RSS before MB", "RSS peak MB
                   "RSS after release MB", "CUDA max alloc MB", "responses")
 
 
-def memory_frame(results: Mapping[str, Any]):
-    """Per evaluated model: load/generation time and memory."""
+def memory_frame(memory: Mapping[str, Any]):
+    """Per evaluated model: load/generation time and memory (run_info.json's ``memory`` block)."""
     import pandas as pd
 
-    return pd.DataFrame(memory_rows(results), columns=list(MEMORY_COLUMNS))
+    return pd.DataFrame(memory_rows(memory), columns=list(MEMORY_COLUMNS))
 
 
 def examples_frame(examples: Sequence[Mapping[str, Any]]):
@@ -115,9 +116,9 @@ def rate_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
             cells.append({
                 "rate": pct(entry.get("rate")), "style": tint(entry.get("rate")),
                 "ci": "" if entry.get("rate") is None else f"{100 * entry['ci_low']:.0f}–{100 * entry['ci_high']:.0f}",
-                "spread": f"sd {100 * entry['sd']:.1f} · {100 * entry['min']:.0f}–{100 * entry['max']:.0f}"
-                          if len(spread) > 1 else ("untrained: one run serves every seed" if not block["trained"]
-                                                   else ""),
+                "spread": "untrained: one run serves every seed" if not block["trained"] else (
+                    f"sd {100 * entry['sd']:.1f} · {100 * entry['min']:.0f}–{100 * entry['max']:.0f}"
+                    if len(spread) > 1 else ""),
                 "by_design": block.get("by_design", {}).get(endpoint), "n": entry.get("n", 0),
                 "composite": endpoint in results.get("composites", {}) or endpoint == "overall"})
         rows.append({"model": model, "description": model_description(model), "cells": cells})
