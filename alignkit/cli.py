@@ -9,6 +9,8 @@
     alignkit score --items eval_items.jsonl --responses responses.jsonl --out scores.jsonl
     alignkit sweep --preset tiny --grid dpo.beta=0.05,0.1 --select dev:overall
     alignkit sweep --preset smoke --suite mix
+    alignkit plan --preset all --gpu-memory 80        # peak GPU memory per stage, and whether it fits
+    alignkit selftest --gpu                           # on a pod: the real-model path shrunk to a few steps
 """
 
 from __future__ import annotations
@@ -100,12 +102,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect_masks(args: argparse.Namespace) -> int:
-    from alignkit import files, masks
+    from alignkit import masks
     from alignkit.config import ModelConfig
     from alignkit.modeling import load_tokenizer
 
+    from alignkit.records import load_records
+
+    rows = load_records(args.data, "sft")  # FILE:LINE: field: problem for a malformed file, before any model
+    if not Path(args.model).exists() and (Path(args.model).is_absolute() or str(args.model).startswith(".")):
+        raise FileNotFoundError(f"--model {args.model}: no such folder; give a model folder (e.g. "
+                                "runs/<run_id>/02_sft_training/seed0/model) or a Hub id")
     tokenizer = load_tokenizer(args.model, ModelConfig(base=str(args.model), trust_remote_code=args.trust_remote_code))
-    rows = files.read_jsonl(args.data)
     results = masks.check_dataset(tokenizer, rows)
     for (row_id, check) in results[: args.n]:
         print(f"--- {row_id}: {'ok' if check.ok else 'FAIL: ' + check.problem}")
@@ -129,10 +136,10 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_doctor(_args: argparse.Namespace) -> int:
+def cmd_doctor(args: argparse.Namespace) -> int:
     from alignkit import doctor
 
-    return doctor.main()
+    return doctor.main(["--preset", args.preset] if args.preset else [])
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -190,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check a JSONL file; prints FILE:LINE: field: problem per defect")
     validate.add_argument("file", type=Path)
-    validate.add_argument("--kind", required=True, choices=["eval-items", "sft", "negatives", "pairs", "responses"])
+    validate.add_argument("--kind", required=True, choices=["eval-items", "sft", "negatives", "pairs", "responses",
+                                                             "scorable-responses"])
     validate.set_defaults(func=cmd_validate)
 
     inspect = sub.add_parser("inspect-masks", help="show which tokens SFT trains on; non-zero exit on a wrong mask")
@@ -202,11 +210,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     score = sub.add_parser("score", help="score any responses JSONL against held-out items (nine criteria)")
     score.add_argument("--items", required=True, type=Path, help="eval items JSONL (alignkit evalset)")
-    score.add_argument("--responses", required=True, type=Path, help="responses JSONL (model, item_id, raw_output, ...)")
+    score.add_argument("--responses", required=True, type=Path,
+                       help="responses JSONL: item_id and raw_output (or response + emitted_end); model optional")
     score.add_argument("--out", required=True, type=Path)
     score.set_defaults(func=cmd_score)
 
-    sub.add_parser("doctor", help="check torch/CUDA/GPU/bf16/bitsandbytes/disk/HF_HOME").set_defaults(func=cmd_doctor)
+    doctor_parser = sub.add_parser("doctor", help="check torch/CUDA/GPU/bf16/bitsandbytes/disk/HF_HOME and the "
+                                                  "memory plan on this GPU")
+    from alignkit import doctor, plan, selftest
+
+    doctor.add_arguments(doctor_parser)
+    doctor_parser.set_defaults(func=cmd_doctor)
+    plan.register(sub)
+    selftest.register(sub)
 
     sweep = sub.add_parser("sweep", help="a grid of -p overrides or a shipped suite, one run per point")
     _add_config_args(sweep)

@@ -1,16 +1,21 @@
 """``alignkit doctor``: what this machine can run, with one clear line per problem found.
 
     alignkit doctor
+    python -m alignkit.doctor --preset qwen2.5-7b-qlora
 
 Checks torch and CUDA versions, GPU name and memory, bf16 support, bitsandbytes 4-bit usability, free disk
-under ``$ALIGNKIT_HOME``, where ``HF_HOME`` points and whether the Hub is set offline.
+under ``$ALIGNKIT_HOME``, where ``HF_HOME`` points and whether the Hub is set offline. On a GPU it also runs the
+memory plan (:mod:`alignkit.plan`) on the memory of GPU 0: for the selected preset (a problem when a stage does
+not fit), or, with none selected, for every preset that runs on CUDA (which of them fit).
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,8 +44,8 @@ def _version(name: str) -> str | None:
         return None
 
 
-def checks() -> list[Check]:
-    """Every check, in the order printed."""
+def checks(preset: str | None = None) -> list[Check]:
+    """Every check, in the order printed; ``preset`` selects the preset whose memory plan is checked."""
     import torch
 
     found: list[Check] = [Check("torch", True, f"{torch.__version__} (CUDA build: {torch.version.cuda or 'none'})")]
@@ -56,6 +61,8 @@ def checks() -> list[Check]:
                            "(LoRA) or float32"))
     else:
         found.append(Check("gpu", True, "none: CPU only (fine for the smoke and tiny presets; GPU presets need CUDA)"))
+    gpu_gib = torch.cuda.get_device_properties(0).total_memory / 2**30 if torch.cuda.is_available() else None
+    found.extend(plan_checks(preset, gpu_gib))
     found.append(_bitsandbytes())
     root = home()
     probe = root if root.exists() else Path.cwd()
@@ -89,10 +96,56 @@ def _bitsandbytes() -> Check:
         return Check("bitsandbytes", False, f"4-bit NF4 forward failed: {type(error).__name__}: {error}")
 
 
-def main() -> int:
-    results = checks()
+def plan_checks(preset: str | None, gpu_gib: float | None) -> list[Check]:
+    """The memory plan on a GPU of ``gpu_gib`` GiB (None: no GPU): of ``preset``, or of every CUDA preset."""
+    from alignkit import plan
+    from alignkit.config import ConfigError, available_presets, resolve
+
+    if gpu_gib is None:
+        return [Check("memory plan", True, "no GPU to plan for; `alignkit plan --preset P --gpu-memory GIB` sizes "
+                      "a pod before you rent it")]
+    try:
+        if preset is not None:
+            result = plan.plan(resolve(preset), gpu_gib)
+            over = [f"{name} ({step.peak / plan.GIB:.1f} GiB: {step.step.split(',')[0]})"
+                    for name, step in result.peaks.items() if plan.verdict(step.peak, gpu_gib) == "does not fit"]
+            top = result.peak
+            detail = (f"{preset} peaks at {top.peak / plan.GIB:.1f} GiB in {top.stage}, needs "
+                      f"{plan.needed_gib(top.peak):.1f} of {gpu_gib:.1f} GiB: {plan.verdict(top.peak, gpu_gib)}")
+            if over:
+                detail += (f"; does not fit: {', '.join(over)}. Lower that stage's batch size "
+                           f"(-p <section>.batch_size=N), use a larger GPU, or see `alignkit plan --preset {preset}`")
+            return [Check(f"memory plan {preset}", not over, detail)]
+        fits, not_fit = [], []
+        for name in available_presets():
+            cfg = resolve(name)
+            if cfg.model.device != "cuda":
+                continue
+            result = plan.plan(cfg, gpu_gib)
+            (fits if result.fits else not_fit).append(f"{name} (needs {plan.needed_gib(result.peak.peak):.1f} GiB)")
+        detail = f"on {gpu_gib:.1f} GiB: fits {', '.join(fits) or 'none'}"
+        return [Check("memory plan", bool(fits), detail + (f"; does not fit {', '.join(not_fit)}" if not_fit else "")
+                      + ("" if fits else "; no GPU preset fits this GPU: use a larger one"))]
+    except ConfigError as error:
+        return [Check("memory plan", False, str(error))]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default=None,
+                        help="preset whose memory plan is checked on this GPU (default: every CUDA preset)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print every check; exit 1 when any is a problem. ``argv`` defaults to no arguments (``alignkit doctor``)."""
+    parser = argparse.ArgumentParser(prog="alignkit doctor", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    results = checks(parser.parse_args(argv or []).preset)
     for check in results:
         print(check.line())
     problems = [c for c in results if not c.ok]
     print(f"{len(problems)} problem(s) found" if problems else "no problems found")
     return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

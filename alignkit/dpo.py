@@ -192,7 +192,9 @@ def train_one(run: Run, ctx, name: str, init: tuple[Path, Path | None], pairs: l
                          eval_dataset=dataset(dev_pairs) if dev_pairs else None, processing_class=tokenizer,
                          peft_config=peft_config(dpo) if adapter is None else None,
                          callbacks=[progress_callback(f"DPO {name} seed {cfg.seed}")])
-    check = reference_check(trainer, cfg.model.dtype)
+    # QLoRA: TRL casts the trainable adapter to bf16 while the frozen reference copy stays float32, so their sums
+    # agree only to bf16 precision whatever the model dtype.
+    check = reference_check(trainer, "bfloat16" if dpo.method == "qlora" else cfg.model.dtype)
     before = implicit_rewards(trainer.model, tokenizer, pairs, cfg.pairs.batch_size)
     dev_before = implicit_rewards(trainer.model, tokenizer, dev_pairs, cfg.pairs.batch_size)
     started = time.monotonic()

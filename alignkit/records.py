@@ -470,12 +470,29 @@ def _check_response(c: _Checker) -> None:
             c.add(name, f"must be >= 0, got {count}")
 
 
+def _check_scorable(c: _Checker) -> None:
+    """``alignkit score`` input: any system's answers need only ``item_id`` and the text, as ``raw_output`` (END
+    found in it) or as ``response`` with ``emitted_end``; ``model`` (default ``responses``) and ``seed`` optional."""
+    c.text("item_id", lambda text: [] if text.strip() else ["empty; expected the evaluation item's id"])
+    has_raw, has_response = "raw_output" in c.obj, "response" in c.obj
+    if has_raw:
+        c.get("raw_output", "string")
+    if not has_raw and not has_response:
+        c.add("raw_output", "missing; give raw_output (the text as generated) or response with emitted_end")
+    if not has_raw and has_response:
+        c.get("response", "string")
+        c.get("emitted_end", "bool")
+    if "model" in c.obj:
+        c.text("model", lambda text: [] if text.strip() else ["empty; expected a model name"])
+
+
 _SCHEMAS: dict[str, Callable[[_Checker], None]] = {
     "eval-items": _check_eval_item,
     "sft": _check_sft,
     "negatives": _check_negative,
     "pairs": _check_pair,
     "responses": _check_response,
+    "scorable-responses": _check_scorable,
 }
 
 #: Fields whose values together must be unique within one file, per kind.
@@ -485,6 +502,7 @@ UNIQUE_KEYS: dict[str, tuple[str, ...]] = {
     "negatives": ("id",),
     "pairs": ("id",),
     "responses": ("model", "seed", "item_id"),
+    "scorable-responses": ("model", "seed", "item_id"),
 }
 
 

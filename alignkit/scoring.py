@@ -705,15 +705,16 @@ def score_file(
 ) -> dict[str, dict[str, float | None]]:
     """``alignkit score``: score every response of ``responses_path`` against its item; write and summarise.
 
-    Both inputs are validated first (:func:`alignkit.records.load_records`, kinds ``eval-items`` and
-    ``responses``); a response whose ``item_id`` is not an item raises
-    :class:`alignkit.records.InvalidInputError` naming its file and line. Each response is scored from its
-    ``raw_output`` (:func:`score_record`), the text as generated. ``out_path`` gets one JSON line per
-    response, ``{"model", "item_id", "family", <criteria>..., "overall"}``, written atomically. Returns
-    ``{model: {criterion: pass rate}}`` with models in order of first appearance.
+    Both inputs are validated first (kinds ``eval-items`` and ``scorable-responses``: a response needs only
+    ``item_id`` and its text, as ``raw_output``, or ``response`` with ``emitted_end``, so answers from another
+    system can be scored as they are); every defect, including an ``item_id`` that is not an item, raises
+    :class:`alignkit.records.InvalidInputError` naming its file and line. A response with ``raw_output`` is scored
+    from it (:func:`score_record`, the text as generated). ``out_path`` gets one JSON line per response,
+    ``{"model", "item_id", "family", <endpoints>...}``, written atomically. Returns ``{model: {endpoint: pass
+    rate}}`` with models in order of first appearance (``model`` defaults to ``responses``).
     """
     item_rows = records.load_records(items_path, "eval-items")
-    response_rows = records.load_records(responses_path, "responses")
+    response_rows = records.load_records(responses_path, "scorable-responses")
     items = {row["id"]: world.Item.from_record(row) for row in item_rows}
     lines = _record_lines(responses_path)
     defects = [
@@ -725,16 +726,19 @@ def score_file(
         if row["item_id"] not in items
     ]
     if defects:
-        raise records.InvalidInputError(defects, "responses")
+        raise records.InvalidInputError(defects, "scorable-responses")
     scored: list[dict[str, Any]] = []
     disagreements = 0
     for row in response_rows:
         item = items[row["item_id"]]
-        response, emitted_end = template.split_output(row["raw_output"])
-        if (response, emitted_end) != (row["response"].strip(), row["emitted_end"]):
-            disagreements += 1
+        if "raw_output" in row:
+            response, emitted_end = template.split_output(row["raw_output"])
+            if "response" in row and (response, emitted_end) != (row["response"].strip(), row.get("emitted_end")):
+                disagreements += 1
+        else:
+            response, emitted_end = row["response"].strip(), row["emitted_end"]
         scores = score_response(item, response, emitted_end)
-        scored.append({"model": row["model"], "item_id": item.id, "family": item.family, **scores})
+        scored.append({"model": row.get("model", "responses"), "item_id": item.id, "family": item.family, **scores})
     if disagreements:
         log.warning(
             "%s: %d response(s) whose stored response/emitted_end differ from template.split_output(raw_output); "

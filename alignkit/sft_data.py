@@ -235,7 +235,7 @@ def run(run: Run, force: bool = False) -> dict[str, Any]:
         test, dev, shots_pool = splits(cfg)
         with modeling.loaded(base_path, cfg.model) as handle:
             tokenizer = handle.tokenizer  # kept past the block for the QC token lengths (the model is freed)
-            modeling.check_base_model(cfg.model.base, cfg.model, tokenizer)  # no chat template: a true base
+            modeling.check_base_model(cfg.model.base, cfg.model, tokenizer)  # a base model, not an instruct/chat one
             accepted, attempts_hist, dropped, tally, duplicates_removed, n_candidates = generate_training_examples(
                 handle, cfg, [*test, *dev, *shots_pool], shots_pool)
             # Dev examples: the same few-shot best-of-N on dev-split instructions (one round: the split is fixed).

@@ -74,7 +74,8 @@ def external_base(cfg: StudyConfig) -> Path:
 
     A local path must exist and hold a causal LM (``config.json`` whose architectures end in ``ForCausalLM``);
     instruction-tuned checkpoints are refused by name unless ``model.allow_instruct`` (see
-    :func:`alignkit.modeling.check_base_model`, which also refuses tokenizers with a chat template).
+    :func:`alignkit.modeling.check_base_model`, which decides instruct/chat from the name and the checkpoint's
+    own signals, never from a chat template alone).
     """
     from alignkit.config import ConfigError
     from alignkit.modeling import check_base_model

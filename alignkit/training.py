@@ -9,6 +9,7 @@ checkpoint when the fingerprint matches, and starts afresh (deleting stale check
 from __future__ import annotations
 
 import logging
+import math
 import re
 import shutil
 from pathlib import Path
@@ -86,6 +87,7 @@ def load_trainable(path: str | Path, cfg: StudyConfig, train: TrainConfig, adapt
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=train.gradient_checkpointing)
+        keep_4bit_weights_trainable(model)
     if adapter is not None:
         if train.method == "full":
             model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
@@ -93,6 +95,25 @@ def load_trainable(path: str | Path, cfg: StudyConfig, train: TrainConfig, adapt
             model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
     model.train()
     return model, load_tokenizer(path, cfg.model)
+
+
+def keep_4bit_weights_trainable(model) -> int:
+    """Stop bitsandbytes from repacking 4-bit weights for CPU inference; returns the 4-bit layers touched.
+
+    bitsandbytes 0.50 on a CPU with AVX512-BF16 repacks a ``Linear4bit``'s weights into an inference-only layout on
+    its first eval-mode forward without gradients; stage 05's reference check and implicit-reward pass are such
+    forwards, run before training. Training through repacked weights then fails (``result += bias`` on a leaf,
+    e.g. Qwen's q/k/v biases) or backpropagates through ``gemv_4bit``, which has no autograd kernel. On a GPU the
+    flag does nothing.
+    """
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return 0
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False
+    return len(layers)
 
 
 def trainer_kwargs(train: TrainConfig, cfg: StudyConfig, output_dir: Path, evaluate: bool = False) -> dict[str, Any]:
@@ -165,6 +186,10 @@ def save_trained(model, tokenizer, out: Path, *, merge: bool) -> str:
     return kind
 
 
+#: Training-progress lines per training run in the terminal (plus one per dev evaluation).
+PROGRESS_LINES = 4
+
+
 def progress_callback(label: str):
     """A ``TrainerCallback`` that logs one line per logging step to ``alignkit.progress`` (what ``alignkit run``
     relays to the terminal): step, loss, and for DPO the reward accuracy and margin; dev metrics per epoch."""
@@ -176,7 +201,11 @@ def progress_callback(label: str):
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = logs or {}
             where = f"{label}: step {state.global_step}/{state.max_steps}"
-            if "loss" in logs:
+            # About PROGRESS_LINES training lines per run, whatever logging_steps is (the terminal stays short;
+            # the full history is in the stage's log_history.json).
+            every = max(args.logging_steps, math.ceil(state.max_steps / PROGRESS_LINES))
+            shown = state.global_step % every == 0 or state.global_step in (1, state.max_steps)
+            if "loss" in logs and shown:
                 parts = [f"loss {logs['loss']:.3f}"]
                 if "rewards/accuracies" in logs:
                     parts.append(f"reward accuracy {logs['rewards/accuracies']:.2f}, "
