@@ -168,7 +168,8 @@ def train_one(run: Run, ctx, name: str, init: tuple[Path, Path | None], pairs: l
 
     from alignkit.config import config_hash
     from alignkit.training import (check_disk, load_trainable, log_history, peft_config, prepare_checkpoints,
-                                   progress_callback, record_rank, save_trained, trainer_kwargs)
+                                   progress_callback, quiet_trainer, record_rank, save_trained,
+                                   trainer_kwargs)
 
     cfg = run.config
     dpo = cfg.dpo
@@ -192,6 +193,7 @@ def train_one(run: Run, ctx, name: str, init: tuple[Path, Path | None], pairs: l
                          eval_dataset=dataset(dev_pairs) if dev_pairs else None, processing_class=tokenizer,
                          peft_config=peft_config(dpo) if adapter is None else None,
                          callbacks=[progress_callback(f"DPO {name} seed {cfg.seed}")])
+    quiet_trainer(trainer)
     # QLoRA: TRL casts the trainable adapter to bf16 while the frozen reference copy stays float32, so their sums
     # agree only to bf16 precision whatever the model dtype.
     check = reference_check(trainer, "bfloat16" if dpo.method == "qlora" else cfg.model.dtype)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -112,6 +113,11 @@ class Generation:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def bars_off() -> bool:
+    """Progress bars are switched off for this process (``TQDM_DISABLE``, set by headless runs)."""
+    return os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
 
 
 def find_stop(text: str, stops: Sequence[str]) -> tuple[int, str] | None:
@@ -361,7 +367,8 @@ def generate(
     model.eval()
     start = time.perf_counter()
     try:
-        with tqdm(total=len(batches), desc=desc, unit="batch", disable=not progress) as bar:
+        # TQDM_DISABLE (set for headless runs) must win over an explicit progress=True, which tqdm would not let it.
+        with tqdm(total=len(batches), desc=desc, unit="batch", disable=not progress or bars_off()) as bar:
             for batch_index, rows in enumerate(batches):
                 batch_ids = [encoded[i] for i in rows]
                 ids, mask = left_pad(batch_ids, pad_id)

@@ -85,7 +85,8 @@ def train(run: Run, ctx, base_path, rows: list[dict], dev_rows: list[dict]) -> d
     from alignkit.config import config_hash
     from alignkit.runs import is_main_process
     from alignkit.training import (check_disk, load_trainable, log_history, peft_config, prepare_checkpoints,
-                                   progress_callback, record_rank, save_trained, trainer_kwargs)
+                                   progress_callback, quiet_trainer, record_rank, save_trained,
+                                   trainer_kwargs)
 
     cfg = run.config
     train_cfg = cfg.sft
@@ -106,6 +107,7 @@ def train(run: Run, ctx, base_path, rows: list[dict], dev_rows: list[dict]) -> d
         if dev_rows else None
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, eval_dataset=dev, processing_class=tokenizer,
                          peft_config=peft_config(train_cfg), callbacks=[progress_callback(f"SFT seed {cfg.seed}")])
+    quiet_trainer(trainer)
     batch_rows = verify_trainer_batches(trainer, tokenizer, rows, loss_on=train_cfg.loss_on)
     started = time.monotonic()
     output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)

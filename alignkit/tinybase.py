@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit import fewshot, files, world
+from alignkit.generation import bars_off
 from alignkit.config import BaseBuildConfig, StudyConfig, config_hash
 from alignkit.runs import fresh_dir, home, library_versions
 
@@ -163,7 +164,7 @@ def pretrain(model, blocks, build: BaseBuildConfig, *, progress: bool = True) ->
     model.train()
     order = torch.randperm(len(blocks), generator=generator)
     cursor, losses = 0, []
-    bar = tqdm(range(build.steps), desc="pretraining base", disable=not progress, mininterval=2)
+    bar = tqdm(range(build.steps), desc="pretraining base", disable=not progress or bars_off(), mininterval=2)
     for step in bar:
         if cursor + build.batch_size > len(order):  # next epoch, reshuffled
             order, cursor = torch.randperm(len(blocks), generator=generator), 0

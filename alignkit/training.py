@@ -233,3 +233,15 @@ def check_disk(out_dir: Path, model_path: str | Path, cfg: StudyConfig, train: T
                                                  lora_r=train.lora_r,
                                                  merge_adapter=getattr(train, "merge_adapter", False))
     disk.check_free_space(out_dir, needed, what)
+
+
+def quiet_trainer(trainer) -> None:
+    """In a headless run (``TQDM_DISABLE`` set) drop the trainer's own progress bar and log printer: the progress
+    callback's lines and log_history.json say the same, once."""
+    import os
+
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    if os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes"):
+        trainer.remove_callback(ProgressCallback)
+        trainer.remove_callback(PrinterCallback)

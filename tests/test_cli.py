@@ -35,19 +35,19 @@ def bad_files(tmp_path) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["validate", "{not_json}", "--kind", "sft"], "1:<line>"),
+    (["validate", "{not_json}", "--kind", "sft"], ":1: <line>:"),
     (["validate", "{missing}", "--kind", "sft"], "missing.jsonl"),
     (["score", "--items", "{not_json}", "--responses", "{not_json}", "--out", "{out}"], ":1:"),
     (["score", "--items", "{items}", "--responses", "{not_json}", "--out", "{out}"], ":1:"),
     (["score", "--items", "{missing}", "--responses", "{not_json}", "--out", "{out}"], "missing.jsonl"),
     (["inspect-masks", "--model", "{missing}", "--data", "{not_json}"], ":1:"),
-    (["config", "show", "--preset", "tiny", "--config", "{bad_yaml}"], "bad.yaml:1"),
+    (["config", "show", "--preset", "tiny", "--config", "{bad_yaml}"], "bad.yaml:2: invalid YAML"),
     (["config", "show", "--preset", "nope"], "preset 'nope'"),
     (["run", "--preset", "smoke", "-p", "model.base=/nonexistent/model"], "model.base"),
     (["stage", "--preset", "smoke", "--stages", "02", "--run-id", "empty"], "01_sft_data"),
     (["sweep", "--preset", "smoke", "--suite", "nope"], "suite 'nope'"),
     (["sweep", "--preset", "smoke", "--grid", "dpo.beta"], "--grid"),
-    (["evalset", "--preset", "smoke", "--config", "{bad_yaml}", "--out", "{out}"], "bad.yaml:1"),
+    (["evalset", "--preset", "smoke", "--config", "{bad_yaml}", "--out", "{out}"], "bad.yaml:2: invalid YAML"),
     (["build-base", "--preset", "smoke", "-p", "model.base=/nonexistent/model"], "model.base"),
 ])
 def test_bad_input_gives_a_message_not_a_traceback(args, expected, bad_files, tmp_path):
