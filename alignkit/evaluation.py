@@ -391,12 +391,11 @@ def _stage_manifests(run: Run):
 
 
 def provenance(run: Run, arm_list: Sequence[Arm], items_path: Path) -> dict[str, Any]:
-    """What the results were computed from, as content hashes only (no path, time or machine detail, so two runs
-    of the same study on one machine write the same bytes): items, models, each stage's fingerprint and output
-    hashes, generation settings, prompts, seeds and security flags."""
+    """What the results were computed from, as content hashes only (no path, time, machine or code detail, so two
+    runs of the same study on one machine write the same bytes, and so does a refactoring that changes no result):
+    items, models, each stage's output hashes, generation settings, prompts, seeds and security flags."""
     cfg = run.config
     stages = {label: None if manifest is None else {
-        "fingerprint": manifest.get("fingerprint"), "code": (manifest.get("code") or {}).get("hash"),
         "outputs": {n: manifest["outputs"][n]["sha256"] for n in names if n in manifest.get("outputs", {})}}
         for label, manifest, names in _stage_manifests(run)}
     return {
@@ -427,6 +426,8 @@ def run_info(run: Run, arm_list: Sequence[Arm], items_path: Path, memory_block: 
         "shared_stages": {label: (manifest.get("adopted_from") or {}).get("run_id")
                           for label, manifest, _names in _stage_manifests(run)
                           if manifest is not None and manifest.get("adopted_from")},
+        "stages": {label: {"fingerprint": manifest.get("fingerprint"), "code": manifest.get("code")}
+                   for label, manifest, _names in _stage_manifests(run) if manifest is not None},
         "memory": dict(memory_block), "versions": library_versions(), "git_commit": git_commit(),
         "code": stage_code(STAGE),
     }

@@ -105,7 +105,7 @@ def _figures(run: Run, results: Mapping[str, Any], out_dir: Path) -> dict[str, s
 
 def _provenance_table(results: Mapping[str, Any], info: Mapping[str, Any]) -> dict[str, Any]:
     prov = results.get("provenance") or {}
-    models, shared = info.get("models") or {}, info.get("shared_stages") or {}
+    models, shared, codes = info.get("models") or {}, info.get("shared_stages") or {}, info.get("stages") or {}
     rows = [(f"{prov.get('split', 'test')} items", info.get("items_path", "–"), (prov.get("items_sha256") or "–")[:16])]
     for key, m in (prov.get("models") or {}).items():
         where = models.get(key) or {}
@@ -116,8 +116,10 @@ def _provenance_table(results: Mapping[str, Any], info: Mapping[str, Any]) -> di
             rows.append((f"stage {stage}", "missing", "–"))
             continue
         note = f"; shared from run {shared[stage]}" if stage in shared else ""
-        rows.append((f"stage {stage}: code", f"fingerprint {entry.get('fingerprint')}{note}",
-                     (entry.get("code") or "–")[:16]))
+        unit = codes.get(stage) or {}
+        code = unit.get("code") or {}
+        rows.append((f"stage {stage}: code", f"fingerprint {unit.get('fingerprint')}{note}; uncommitted changes: "
+                     f"{code.get('dirty')}", (code.get("hash") or "–")[:16]))
         for name, digest in (entry.get("outputs") or {}).items():
             rows.append((f"stage {stage}: {name}", "output", digest[:16]))
     code = info.get("code") or {}
