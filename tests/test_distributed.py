@@ -24,13 +24,13 @@ def test_sft_under_torchrun_trains_on_both_ranks_and_saves_rank0s_weights(smoke_
     target = run_dir.parent / "ddp"
     if target.exists():
         shutil.rmtree(target)
-    shutil.copytree(run_dir / "01_sft_data", target / "01_sft_data")
+    shutil.copytree(run_dir / "01_sft_data", target / "01_sft_data", ignore=shutil.ignore_patterns("*.ipynb"))
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
     done = subprocess.run([*torchrun, "-m", "alignkit", "stage", "--preset", "smoke", "--run-id", "ddp",
-                           "--stages", "02"], capture_output=True, text=True,
+                           "--stages", "02", "-p", "seeds=[0]"], capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    stage = target / "02_sft_training"
+    stage = target / "02_sft_training" / "seed0"
     ranks = [files.read_json(stage / f"sft_rank{r}.json") for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
     assert ranks[0]["global_step"] == ranks[1]["global_step"] > 0  # both ranks stepped together
