@@ -10,7 +10,7 @@ SYSTEM_TORCH := $(shell $(PYTHON) -c "import torch" >/dev/null 2>&1 && echo yes)
 VENV_FLAGS := $(if $(SYSTEM_TORCH),--system-site-packages,)
 STAMP := $(VENV)/.alignkit-installed
 
-.PHONY: setup run test test-all bench lab clean-runs gpu-check
+.PHONY: setup run test test-fast bench lab clean-runs readme-numbers gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -30,15 +30,24 @@ run: setup
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not benchmark" --doctest-modules alignkit tests
 
+## The edit loop: unit tests and doctests only (no notebooks, no torchrun, no kill -9: no test marked slow)
+test-fast: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not benchmark and not slow" --doctest-modules alignkit tests
+
 ## The GPU check to run first on a pod: qwen2.5-0.5b shrunk to a few steps per stage, bf16 + QLoRA, peak CUDA
 ## memory of every stage against `alignkit plan`; refuses clearly without a GPU
 gpu-check: setup
 	$(VENV)/bin/python -m alignkit.selftest --gpu
 
+## The README's measured table, printed from the last run's manifests and results.json
+readme-numbers: setup
+	HF_HUB_OFFLINE=1 $(VENV)/bin/alignkit summary --preset $(PRESET)
+
 ## Benchmarks: print measured ratios (generation batching, evaluation memory, cache)
 bench: setup
 	HF_HUB_OFFLINE=1 $(PY) tests/benchmarks/bench_generation.py
 	HF_HUB_OFFLINE=1 $(PY) tests/benchmarks/bench_eval_memory.py
+	HF_HUB_OFFLINE=1 $(PY) tests/benchmarks/bench_contention.py
 	HF_HUB_OFFLINE=1 $(PY) tests/benchmarks/bench_cache.py --preset smoke
 
 ## JupyterLab on all interfaces (a pod's exposed port), opened in notebooks/, with token authentication: Jupyter

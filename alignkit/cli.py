@@ -142,6 +142,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return doctor.main(["--preset", args.preset] if args.preset else [])
 
 
+def cmd_summary(args: argparse.Namespace) -> int:
+    from alignkit import summary
+
+    return summary.main(args)
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from alignkit import sweep
 
@@ -223,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     doctor_parser.set_defaults(func=cmd_doctor)
     plan.register(sub)
     selftest.register(sub)
+
+    summary = sub.add_parser("summary", help="what a finished run measured, as the README's Markdown table")
+    _add_config_args(summary)
+    summary.add_argument("--run-id", help="run folder name (default: the preset name)")
+    summary.set_defaults(func=cmd_summary)
 
     sweep = sub.add_parser("sweep", help="a grid of -p overrides or a shipped suite, one run per point")
     _add_config_args(sweep)
