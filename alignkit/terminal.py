@@ -131,10 +131,13 @@ def seconds_table(rows: list[tuple[str, float, str]]) -> str:
 
 
 class _TerminalFilter(logging.Filter):
-    """What an in-process command shows in the terminal: progress lines, and warnings and errors."""
+    """What an in-process command shows in the terminal: progress lines, alignkit's warnings, and any error (the
+    libraries' own warnings, e.g. about optional CPU kernels, go to the log file only)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or record.name == PROGRESS_LOGGER
+        if record.name == PROGRESS_LOGGER or record.levelno >= logging.ERROR:
+            return True
+        return record.levelno >= logging.WARNING and record.name.startswith("alignkit")
 
 
 def quiet_process(log_path: Path, verbose: bool = False) -> None:
