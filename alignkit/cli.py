@@ -96,23 +96,23 @@ def cmd_evalset(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from alignkit.records import validate_command
+    from alignkit.schemas import validate_command
 
     return validate_command(args.file, args.kind)
 
 
 def cmd_inspect_masks(args: argparse.Namespace) -> int:
     from alignkit import masks
-    from alignkit.config import ModelConfig
+    from alignkit.config import ModelSettings
     from alignkit.modeling import load_tokenizer
 
-    from alignkit.records import load_records
+    from alignkit.schemas import load_records
 
     rows = load_records(args.data, "sft")  # FILE:LINE: field: problem for a malformed file, before any model
     if not Path(args.model).exists() and (Path(args.model).is_absolute() or str(args.model).startswith(".")):
         raise FileNotFoundError(f"--model {args.model}: no such folder; give a model folder (e.g. "
                                 "runs/<run_id>/02_sft_training/seed0/model) or a Hub id")
-    tokenizer = load_tokenizer(args.model, ModelConfig(base=str(args.model), trust_remote_code=args.trust_remote_code))
+    tokenizer = load_tokenizer(args.model, ModelSettings(base=str(args.model), trust_remote_code=args.trust_remote_code))
     results = masks.check_dataset(tokenizer, rows)
     for (row_id, check) in results[: args.n]:
         print(f"--- {row_id}: {'ok' if check.ok else 'FAIL: ' + check.problem}")
@@ -126,7 +126,7 @@ def cmd_inspect_masks(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from alignkit import scoring
+    from alignkit.eval import scoring
 
     summary = scoring.score_file(args.items, args.responses, args.out)
     for model, rates in summary.items():
@@ -156,13 +156,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_stage(args: argparse.Namespace) -> int:
     """Run stages directly in this process (no notebooks): for scripts, torchrun and debugging."""
-    from alignkit import runs, stages
+    from alignkit import runs
+    from alignkit.stages import registry
 
     from alignkit.lock import run_lock
 
     run = runs.open_run(args.preset, args.config_file, args.overrides, args.run_id)
     with run_lock(run.dir, f"alignkit stage --stages {args.stages}"):
-        results = {stage: stages.run_stage(run, stage, force=args.force) for stage in runs.stage_range(args.stages)}
+        results = {stage: registry.run_stage(run, stage, force=args.force) for stage in runs.stage_range(args.stages)}
     for stage, result in results.items():
         per_seed = result if "status" not in result else {None: result}
         for seed, manifest in per_seed.items():
@@ -203,8 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check a JSONL file; prints FILE:LINE: field: problem per defect")
     validate.add_argument("file", type=Path)
-    validate.add_argument("--kind", required=True, choices=["eval-items", "sft", "negatives", "pairs", "responses",
-                                                             "scorable-responses"])
+    validate.add_argument("--kind", required=True, choices=["eval-items", "sft", "negatives", "pairs", "responses"])
     validate.set_defaults(func=cmd_validate)
 
     inspect = sub.add_parser("inspect-masks", help="show which tokens SFT trains on; non-zero exit on a wrong mask")
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         from alignkit.disk import DiskSpaceError
         from alignkit.files import WriteFailed
         from alignkit.lock import RunLockedError
-        from alignkit.records import InvalidInputError
+        from alignkit.schemas import InvalidInputError
         from alignkit.runner import NotebookFailed
         from alignkit.runs import StageInputError
 

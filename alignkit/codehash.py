@@ -65,7 +65,7 @@ def _in_package(name: str | None) -> bool:
 def _relative_base(module: str, is_package: bool, level: int, name: str | None) -> str | None:
     """Absolute module named by ``from <level dots><name> import ...`` inside ``module``.
 
-    >>> _relative_base("alignkit.sft", False, 1, "files")
+    >>> _relative_base("alignkit.runs", False, 1, "files")
     'alignkit.files'
     >>> _relative_base("alignkit.sub", True, 2, None)
     'alignkit'

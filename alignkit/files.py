@@ -231,7 +231,7 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[Any]) -> int:
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """Read a JSON Lines file written by :func:`write_jsonl` (blank lines are skipped).
 
-    Untrusted files go through :mod:`alignkit.records` instead, which reports ``FILE:LINE: field: problem``.
+    Untrusted files go through :mod:`alignkit.schemas` instead, which reports ``FILE:LINE: field: problem``.
     """
     rows = []
     with open(path, encoding="utf-8") as handle:

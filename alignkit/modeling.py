@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alignkit.config import ConfigError, ModelConfig
+from alignkit.config import ConfigError, ModelSettings
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class ResidencyTracker:
 TRACKER = ResidencyTracker()
 
 
-def device_for(cfg: ModelConfig) -> str:
+def device_for(cfg: ModelSettings) -> str:
     """``cuda`` when asked for or available under ``auto``, else ``cpu``."""
     import torch
 
@@ -188,7 +188,7 @@ def instruct_signals(name_or_path: str, tokenizer: Any | None = None, *, tokeniz
     return signals
 
 
-def check_base_model(name_or_path: str, cfg: ModelConfig, tokenizer: Any | None = None) -> BaseModelCheck:
+def check_base_model(name_or_path: str, cfg: ModelSettings, tokenizer: Any | None = None) -> BaseModelCheck:
     """Refuse instruct/chat checkpoints as base models unless ``model.allow_instruct`` is set.
 
     Decided by :func:`instruct_signals` on the name and the checkpoint's own files (a local folder, or a Hub id
@@ -222,7 +222,7 @@ def check_base_model(name_or_path: str, cfg: ModelConfig, tokenizer: Any | None 
                       "model.allow_instruct=true to use this one anyway.")
 
 
-def quantization_config(cfg: ModelConfig):
+def quantization_config(cfg: ModelSettings):
     """bitsandbytes 4-bit NF4 with double quantisation, computing in the model dtype."""
     from transformers import BitsAndBytesConfig
 
@@ -231,7 +231,7 @@ def quantization_config(cfg: ModelConfig):
                               bnb_4bit_compute_dtype=compute, bnb_4bit_quant_storage=compute)
 
 
-def load_tokenizer(path: str | Path, cfg: ModelConfig):
+def load_tokenizer(path: str | Path, cfg: ModelSettings):
     """The tokenizer with a pad token (EOS when it has none); never given a chat template."""
     from transformers import AutoTokenizer
 
@@ -242,11 +242,11 @@ def load_tokenizer(path: str | Path, cfg: ModelConfig):
     return tokenizer
 
 
-def _revision(path: str | Path, cfg: ModelConfig) -> str | None:
+def _revision(path: str | Path, cfg: ModelSettings) -> str | None:
     return None if Path(str(path)).exists() else cfg.revision
 
 
-def load_model(path: str | Path, cfg: ModelConfig, *, quantize_4bit: bool = False, adapter: str | Path | None = None,
+def load_model(path: str | Path, cfg: ModelSettings, *, quantize_4bit: bool = False, adapter: str | Path | None = None,
                trainable: bool = False):
     """Load a causal LM from a folder or Hub id with the config's dtype and safety settings.
 
@@ -304,7 +304,7 @@ class Loaded:
 
 
 @contextlib.contextmanager
-def loaded(path: str | Path, cfg: ModelConfig, *, adapter: str | Path | None = None,
+def loaded(path: str | Path, cfg: ModelSettings, *, adapter: str | Path | None = None,
            quantize_4bit: bool = False) -> Iterator[Loaded]:
     """Load a model for inference, yield it, then free it completely (checked with a weak reference).
 

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alignkit.config import ConfigError, StudyConfig, TrainConfig, available_presets, resolve
+from alignkit.config import ConfigError, StudyConfig, TrainSettings, available_presets, resolve
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ def _layer_bytes(shape: ModelShape, act: int, lora_dropout: bool) -> float:
     return act * values + 16 * h
 
 
-def train_step(stage: str, shape: ModelShape, cfg: StudyConfig, train: TrainConfig, *, rows_per_example: int,
+def train_step(stage: str, shape: ModelShape, cfg: StudyConfig, train: TrainSettings, *, rows_per_example: int,
                ref_adapter: bool) -> Step:
     """Peak of one training step of ``train`` (SFT: one row per example; DPO: chosen + rejected).
 

@@ -10,7 +10,6 @@ sha256 of every input and the hash of its code) matches a complete manifest whos
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import importlib.metadata
 import logging
@@ -125,7 +124,7 @@ class Run:
         """This run as seen by training seed ``seed`` (per-seed stage folders, ``config.seed = seed``)."""
         if seed not in self.config.training_seeds:
             raise ConfigError(f"seed {seed}: not one of this run's training seeds {list(self.config.training_seeds)}")
-        return Run(self.run_id, dataclasses.replace(self.config, seed=seed), self.root, training_seed=seed)
+        return Run(self.run_id, self.config.replace(seed=seed), self.root, training_seed=seed)
 
     def seed_views(self) -> list[Run]:
         """One view per training seed, in the config's order."""
@@ -250,7 +249,7 @@ class StageContext:
     def add_output(self, name: str, path: Path, rows: int | None = None, kind: str | None = None) -> None:
         """Register an output file or folder; its sha256 goes into the manifest.
 
-        ``kind`` (a :mod:`alignkit.records` kind) validates a JSONL output with the same checks the next
+        ``kind`` (a :mod:`alignkit.schemas` kind) validates a JSONL output with the same checks the next
         stage applies to its inputs, so a stage never completes with data its successor would refuse.
         """
         if not is_main_process():  # rank 0 writes and registers outputs
@@ -259,7 +258,7 @@ class StageContext:
         if not path.exists():
             raise FileNotFoundError(f"{path}: stage {self.stage} registered an output that does not exist")
         if kind is not None:
-            from alignkit.records import InvalidInputError, validate_file
+            from alignkit.schemas import InvalidInputError, validate_file
 
             _rows, defects = validate_file(path, kind)
             if defects:
@@ -299,7 +298,9 @@ def stage_fingerprint(config_part: dict[str, Any], input_hashes: dict[str, str],
     """What decides a stage's outputs: its config sections, its inputs' sha256, and the hash of its code (the
     stage module and every alignkit module it imports: editing the scorer redoes the stages that use it, editing
     nothing redoes nothing; see :mod:`alignkit.codehash`)."""
-    return config_hash({"config": config_part, "inputs": input_hashes, "code": code})
+    # The number of processes too: data-parallel training (torchrun) splits the batch over the ranks, so it is a
+    # different training than one process, and a cached single-process result must not stand in for it.
+    return config_hash({"config": config_part, "inputs": input_hashes, "code": code, "processes": world_size()})
 
 
 def stage_code(stage: str) -> dict[str, Any]:

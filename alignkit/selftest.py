@@ -127,7 +127,8 @@ def measure_stages(cfg: StudyConfig, run_id: str = RUN_ID, stages: tuple[str, ..
     """Run ``stages`` forced, in this process, measuring CUDA memory around each; stops at the first failure."""
     import torch
 
-    from alignkit import modeling, plan, stages as registry
+    from alignkit import modeling, plan
+    from alignkit.stages import registry
     from alignkit.runs import Run
 
     planned = plan.stage_peaks(plan.plan_steps(cfg, plan.model_shape(cfg)[0]))

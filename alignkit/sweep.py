@@ -204,7 +204,7 @@ def describe_plan(summary: dict[str, Any]) -> str:
 
 def run_point(point: Point, preset: str, config_file: str | None, overrides: Sequence[str], force: bool) -> Run:
     """All six stages of one point, in this process (each stage under the run's lock, cached or shared)."""
-    from alignkit import stages as stage_registry
+    from alignkit.stages import registry as stage_registry
     from alignkit.lock import run_lock
     from alignkit.runs import open_run
 

@@ -28,7 +28,7 @@ def relay_line(line: str) -> str | None:
 
     >>> relay_line("12:00:01 INFO alignkit.progress: SFT seed 0: step 10/39, loss 1.20")
     'SFT seed 0: step 10/39, loss 1.20'
-    >>> relay_line("12:00:01 WARNING alignkit.sft_data: only 27 of 42 SFT examples were accepted")
+    >>> relay_line("12:00:01 WARNING alignkit.stages.sft_data: only 27 of 42 SFT examples were accepted")
     'warning: only 27 of 42 SFT examples were accepted'
     >>> relay_line("12:00:01 INFO alignkit.generation: 20 prompts") is None
     True

@@ -21,7 +21,7 @@ from typing import Any
 
 from alignkit import fewshot, files, world
 from alignkit.generation import bars_off
-from alignkit.config import BaseBuildConfig, StudyConfig, config_hash
+from alignkit.config import BaseBuildSettings, StudyConfig, config_hash
 from alignkit.runs import fresh_dir, home, library_versions
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def model_dir(name: str, root: Path | None = None) -> Path:
     return (root or home()) / "models" / name
 
 
-def build_fingerprint(build: BaseBuildConfig, families: tuple[str, ...]) -> str:
+def build_fingerprint(build: BaseBuildSettings, families: tuple[str, ...]) -> str:
     """What decides the weights: build config, world families and the build procedure's version."""
     return config_hash({"build": build.__dict__, "families": list(families), "version": BUILD_VERSION})
 
@@ -129,7 +129,7 @@ def pack(documents: list[str], tokenizer, seq_len: int):
     return torch.tensor(ids[: n_blocks * seq_len], dtype=torch.long).view(n_blocks, seq_len)
 
 
-def make_model(build: BaseBuildConfig, tokenizer):
+def make_model(build: BaseBuildSettings, tokenizer):
     """A small Llama with tied embeddings, sized by ``build``."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -142,10 +142,10 @@ def make_model(build: BaseBuildConfig, tokenizer):
     return LlamaForCausalLM(config)
 
 
-def lr_at(step: int, build: BaseBuildConfig) -> float:
+def lr_at(step: int, build: BaseBuildSettings) -> float:
     """Linear warm-up then cosine decay to 10% of the peak learning rate.
 
-    >>> round(lr_at(0, BaseBuildConfig(learning_rate=1.0, warmup_steps=10, steps=100)), 3)
+    >>> round(lr_at(0, BaseBuildSettings(learning_rate=1.0, warmup_steps=10, steps=100)), 3)
     0.1
     """
     if step < build.warmup_steps:
@@ -154,7 +154,7 @@ def lr_at(step: int, build: BaseBuildConfig) -> float:
     return build.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def pretrain(model, blocks, build: BaseBuildConfig, *, progress: bool = True) -> list[float]:
+def pretrain(model, blocks, build: BaseBuildSettings, *, progress: bool = True) -> list[float]:
     """Next-token pretraining on ``blocks`` ``[n, seq_len]``; returns the loss of every step."""
     import torch
     from tqdm.auto import tqdm
@@ -225,7 +225,7 @@ def measure_few_shot(model, tokenizer, families: tuple[str, ...], seed: int, *, 
             "n": len(verifiable), "examples": examples}
 
 
-def build(build_cfg: BaseBuildConfig, families: tuple[str, ...], out: Path, *, fingerprint: str | None = None,
+def build(build_cfg: BaseBuildSettings, families: tuple[str, ...], out: Path, *, fingerprint: str | None = None,
           progress: bool = True) -> dict[str, Any]:
     """Build the tokenizer and model into ``out`` (atomically) and return its manifest."""
     import torch

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit import files
-from alignkit.config import StudyConfig, TrainConfig
+from alignkit.config import StudyConfig, TrainSettings
 from alignkit.modeling import device_for, load_model, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def prepare_checkpoints(folder: Path, fingerprint: str, force: bool) -> Path | N
     return resume
 
 
-def peft_config(train: TrainConfig):
+def peft_config(train: TrainSettings):
     """LoRA adapters for ``lora``/``qlora`` (None for full fine-tuning)."""
     if train.method == "full":
         return None
@@ -71,7 +71,7 @@ def peft_config(train: TrainConfig):
                       target_modules=targets, bias="none", task_type="CAUSAL_LM")
 
 
-def load_trainable(path: str | Path, cfg: StudyConfig, train: TrainConfig, adapter: str | Path | None = None):
+def load_trainable(path: str | Path, cfg: StudyConfig, train: TrainSettings, adapter: str | Path | None = None):
     """The model to train: full weights, or the base for LoRA, or a 4-bit NF4 base for QLoRA.
 
     ``adapter`` is an SFT adapter (SFT trained with QLoRA): full fine-tuning merges it into the weights;
@@ -116,7 +116,7 @@ def keep_4bit_weights_trainable(model) -> int:
     return len(layers)
 
 
-def trainer_kwargs(train: TrainConfig, cfg: StudyConfig, output_dir: Path, evaluate: bool = False) -> dict[str, Any]:
+def trainer_kwargs(train: TrainSettings, cfg: StudyConfig, output_dir: Path, evaluate: bool = False) -> dict[str, Any]:
     """Arguments shared by ``trl.SFTConfig`` and ``trl.DPOConfig`` (names as in TRL 1.16); ``evaluate`` adds an
     evaluation of the dev eval set at the end of every epoch."""
     device = device_for(cfg.model)
@@ -219,7 +219,7 @@ def progress_callback(label: str):
     return ProgressLog()
 
 
-def check_disk(out_dir: Path, model_path: str | Path, cfg: StudyConfig, train: TrainConfig, what: str,
+def check_disk(out_dir: Path, model_path: str | Path, cfg: StudyConfig, train: TrainSettings, what: str,
                runs: int = 1) -> None:
     """Refuse to start training when its checkpoints and model cannot fit under ``out_dir`` (numbers in the
     error); a Hub id whose weights are not local is not sized here."""

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from alignkit.config import ModelConfig
+from alignkit.config import ModelSettings
 from alignkit.generation import Generation, GenerationConfig, cut_at_stop
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class VLLMGenerator:
         self.lora_request = lora_request
 
     @classmethod
-    def load(cls, path: str | Path, cfg: ModelConfig, *, adapter: str | Path | None = None,
+    def load(cls, path: str | Path, cfg: ModelSettings, *, adapter: str | Path | None = None,
              gpu_memory_utilization: float = 0.85) -> VLLMGenerator:
         """A vLLM engine for a model folder or Hub id, with a LoRA adapter applied per request if given."""
         vllm = _vllm()

@@ -19,8 +19,9 @@ import pytest
 
 # alignkit.training binds modeling's loaders by name when first imported: import it now, with the real ones, so
 # that no module imported while the fixture's guards are in place keeps a guard after the test.
-from alignkit import dpo, files, runs, sft, template, training  # noqa: F401
-from alignkit.records import InvalidInputError
+from alignkit import files, runs, template, training  # noqa: F401
+from alignkit.stages import dpo, sft
+from alignkit.schemas import InvalidInputError
 
 SFT_ROW = {
     "id": "a", "family": "arithmetic", "instruction": "What is 2 plus 3?", "params": {"key": "arithmetic:add:2:3"},
@@ -51,7 +52,8 @@ def run(tmp_path, monkeypatch):
     for target in ("alignkit.modeling.load_model", "alignkit.modeling.load_tokenizer",
                    "alignkit.training.load_model", "alignkit.training.load_tokenizer"):
         monkeypatch.setattr(target, no_model)
-    for module in ("alignkit.sft", "alignkit.dpo", "alignkit.sft_data", "alignkit.negatives"):
+    for module in ("alignkit.artifacts", "alignkit.stages.sft", "alignkit.stages.sft_data",
+                   "alignkit.stages.negatives"):
         monkeypatch.setattr(f"{module}.ensure_base", lambda cfg: base)
     return runs.open_run("smoke", run_id="bad")
 
@@ -119,7 +121,6 @@ def test_per_seed_stages_need_a_seed_view(run):
     ({**SFT_ROW, "family": "astrology"}, 2, "family"),
 ])
 def test_sft_training_rejects_bad_sft_data_before_loading_a_model(run, seed, bad_row, line, field):
-    from alignkit import sft
 
     view = run.for_seed(seed)
     plant_sft_data(run, sft=lines(SFT_ROW | {"id": "z"}, bad_row))
@@ -139,7 +140,6 @@ def test_sft_training_rejects_bad_sft_data_before_loading_a_model(run, seed, bad
     ({**DEV_ROW, "generation": {**DEV_ROW["generation"], "attempt": 0}}, "generation.attempt"),
 ])
 def test_sft_training_rejects_bad_dev_sft_data_before_loading_a_model(run, bad_row, field):
-    from alignkit import sft
 
     view = run.for_seed(0)
     plant_sft_data(run, dev_sft=lines(DEV_ROW | {"id": "dev-z"}, bad_row))
@@ -150,7 +150,6 @@ def test_sft_training_rejects_bad_dev_sft_data_before_loading_a_model(run, bad_r
 
 
 def test_sft_training_needs_stage_01_to_register_dev_sft(run):
-    from alignkit import sft
 
     plant(run, "01_sft_data", {"sft": ("sft.jsonl", lines(SFT_ROW)), "eval_items": ("eval_items.jsonl",
                                                                                     lines(EVAL_ITEM))})
@@ -169,7 +168,6 @@ def test_sft_training_needs_stage_01_to_register_dev_sft(run):
     ({**END_LESS_PAIR, "rejected": " 5\nEND\nInstruction: What is 3 plus 3?"}, "rejected"),
 ])
 def test_dpo_rejects_bad_pairs_before_loading_a_model(run, bad_row, field):
-    from alignkit import dpo
 
     view = run.for_seed(1)
     plant_sft_model_and_pairs(view, lines(bad_row))
@@ -181,7 +179,6 @@ def test_dpo_rejects_bad_pairs_before_loading_a_model(run, bad_row, field):
 
 
 def test_dpo_rejects_bad_dev_pairs_before_loading_a_model(run):
-    from alignkit import dpo
 
     view = run.for_seed(0)
     plant_sft_model_and_pairs(view, lines(PAIR), dev_pairs=lines({**PAIR, "id": "dp"}, {**PAIR, "id": "dp"}))
@@ -194,7 +191,6 @@ def test_dpo_rejects_bad_dev_pairs_before_loading_a_model(run):
 
 def test_dpo_passes_an_end_less_format_rejected_to_training_unchanged(run, monkeypatch):
     # Valid pairs (one format rejected without END) pass the boundary and reach training exactly as written.
-    from alignkit import dpo
 
     received = []
 
@@ -215,7 +211,6 @@ def test_dpo_passes_an_end_less_format_rejected_to_training_unchanged(run, monke
 
 
 def test_dpo_of_one_seed_needs_that_seeds_pairs(run):
-    from alignkit import dpo
 
     plant_sft_model_and_pairs(run.for_seed(0), lines(PAIR))
     plant(run.for_seed(1), "02_sft_training", {"model": ("model", "/")}, summary={"saved": "full"})
@@ -225,7 +220,6 @@ def test_dpo_of_one_seed_needs_that_seeds_pairs(run):
 
 
 def test_a_changed_input_file_is_refused_by_its_hash(run):
-    from alignkit import sft
 
     plant_sft_data(run)
     (run.stage_dir("01_sft_data") / "sft.jsonl").write_text(lines(SFT_ROW, SFT_ROW), encoding="utf-8")
@@ -236,7 +230,6 @@ def test_a_changed_input_file_is_refused_by_its_hash(run):
 
 
 def test_a_changed_dev_pairs_file_is_refused_by_its_hash(run):
-    from alignkit import dpo
 
     view = run.for_seed(1)
     plant_sft_model_and_pairs(view, lines(PAIR))

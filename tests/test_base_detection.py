@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from alignkit.config import ConfigError, ModelConfig, resolve
+from alignkit.config import ConfigError, ModelSettings, resolve
 from alignkit.modeling import check_base_model, instruct_signals
 
 CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
@@ -85,8 +85,8 @@ def checkpoint(root: Path, shape: str, **replace: dict) -> Path:
     return folder
 
 
-def _cfg(base: str | Path, allow: bool = False) -> ModelConfig:
-    return ModelConfig(base=str(base), allow_instruct=allow)
+def _cfg(base: str | Path, allow: bool = False) -> ModelSettings:
+    return ModelSettings(base=str(base), allow_instruct=allow)
 
 
 @pytest.mark.parametrize("shape,template", [("Qwen2.5-7B", True), ("Llama-3.1-8B", True), ("Mistral-7B-v0.1", False)])

@@ -11,7 +11,7 @@ import pytest
 
 from alignkit import codehash
 from alignkit.codehash import checkout_dirty, code_hash, module_closure
-from alignkit.stages import MODULES
+from alignkit.config import STAGE_MODULES as MODULES
 
 REPO_ROOT = Path(codehash.__file__).resolve().parent.parent
 
@@ -57,21 +57,21 @@ def names(paths: list[Path], root: Path) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- the real package
-_IMPORTS_SCORING = re.compile(r"^\s*(from alignkit import .*\bscoring\b|from alignkit\.scoring import|"
+_IMPORTS_SCORING = re.compile(r"^\s*(from alignkit(?:\.eval)? import .*\bscoring\b|from alignkit\.eval\.scoring import|"
                               r"import alignkit\.scoring|from \. import .*\bscoring\b)", re.MULTILINE)
 
 
 def test_sft_closure_excludes_scoring_and_evaluation_includes_it():
-    sft = names(module_closure("alignkit.sft"), REPO_ROOT)
-    evaluation = names(module_closure("alignkit.evaluation"), REPO_ROOT)
-    assert "alignkit/scoring.py" not in sft
-    assert "alignkit/scoring.py" in evaluation
+    sft = names(module_closure("alignkit.stages.sft"), REPO_ROOT)
+    evaluation = names(module_closure("alignkit.stages.evaluation"), REPO_ROOT)
+    assert "alignkit/eval/scoring.py" not in sft
+    assert "alignkit/eval/scoring.py" in evaluation
     # Read the code independently: no file of sft's closure has an import statement naming scoring...
     assert [n for n in sft if _IMPORTS_SCORING.search((REPO_ROOT / n).read_text())] == []
     # ...while evaluation.py itself imports it at module level.
-    assert _IMPORTS_SCORING.search((REPO_ROOT / "alignkit/evaluation.py").read_text())
+    assert _IMPORTS_SCORING.search((REPO_ROOT / "alignkit/stages/evaluation.py").read_text())
     # Function-level imports count: sft.py imports masks and training only inside functions.
-    assert {"alignkit/__init__.py", "alignkit/sft.py", "alignkit/masks.py", "alignkit/training.py",
+    assert {"alignkit/__init__.py", "alignkit/stages/sft.py", "alignkit/masks.py", "alignkit/training.py",
             "alignkit/runs.py", "alignkit/threads.py"} <= set(sft)
 
 
@@ -85,12 +85,12 @@ def test_every_stage_module_has_a_closure_starting_from_its_own_file(module):
 
 
 def test_real_code_hash_is_stable_across_calls_and_cache_clears():
-    first = code_hash("alignkit.sft")
-    assert code_hash("alignkit.sft") == first
+    first = code_hash("alignkit.stages.sft")
+    assert code_hash("alignkit.stages.sft") == first
     codehash.clear_cache()
-    assert code_hash("alignkit.sft") == first
+    assert code_hash("alignkit.stages.sft") == first
     assert re.fullmatch(r"[0-9a-f]{64}", first)
-    assert code_hash("alignkit.evaluation") != first
+    assert code_hash("alignkit.stages.evaluation") != first
 
 
 # ---------------------------------------------------------------------------------------------- a fake package

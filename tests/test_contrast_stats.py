@@ -1,4 +1,4 @@
-"""Tests for alignkit.contrast_stats: the seed-pooled paired statistics of the pre-registered contrasts.
+"""Tests for alignkit.eval.contrast_stats: the seed-pooled paired statistics of the pre-registered contrasts.
 
 Covers per-item differences (seeds averaged, not-applicable outcomes skipped), the sign-flip permutation p-value
 (exactly McNemar's exact test with one seed), the percentile bootstrap interval, the minimum detectable
@@ -15,7 +15,7 @@ import math
 import numpy as np
 import pytest
 
-from alignkit.contrast_stats import (
+from alignkit.eval.contrast_stats import (
     bootstrap_mean_ci,
     item_differences,
     minimum_detectable_difference,

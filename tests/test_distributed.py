@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_sft_under_torchrun_trains_on_both_ranks_and_saves_rank0s_weights(smoke_run):
-    from alignkit.config import ModelConfig
+    from alignkit.config import ModelSettings
     from alignkit.modeling import load_model
     from alignkit.training import weights_sha256
 
@@ -37,12 +37,13 @@ def test_sft_under_torchrun_trains_on_both_ranks_and_saves_rank0s_weights(smoke_
     assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]  # DDP kept the replicas identical
     manifest = files.read_json(stage / "manifest.json")
     assert manifest["status"] == "complete"
-    saved = load_model(stage / "model", ModelConfig(base="saved", device="cpu"))
+    saved = load_model(stage / "model", ModelSettings(base="saved", device="cpu"))
     assert weights_sha256(saved) == ranks[0]["weights_sha256"]  # the model on disk is what rank 0 trained
 
 
 def test_non_training_stages_refuse_to_run_distributed(smoke_env, monkeypatch):
-    from alignkit import runs, stages
+    from alignkit import runs
+    from alignkit.stages import registry as stages
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     run = runs.open_run("smoke", run_id="refuse")

@@ -1,4 +1,4 @@
-"""Tests for alignkit.evaluation: prompts per arm (the study template, and the base model's few-shot format with
+"""Tests for alignkit.stages.evaluation: prompts per arm (the study template, and the base model's few-shot format with
 training-split exemplars only), the generation configs, one-model-at-a-time generation with resume keyed by arm
 and training seed, the arms of a fake run (untrained arms once, trained arms per seed, DPO adapters checked
 against the weights stage 05 trained on), the stage itself, and scoring.
@@ -18,9 +18,11 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from alignkit import evaluation, fewshot, files, memory, modeling, records, report, scoring, sft_data, template, world
+from alignkit import fewshot, files, modeling, report, schemas, template, world
+from alignkit.eval import memory, scoring
+from alignkit.stages import evaluation, sft_data
 from alignkit.config import CONTRASTS, EVAL_MODELS, resolve
-from alignkit.evaluation import Arm, ModelSpec
+from alignkit.stages.evaluation import Arm, ModelSpec
 from alignkit.generation import Generation, cut_at_stop
 from alignkit.runs import Run, StageInputError, fingerprint_path
 
@@ -179,7 +181,7 @@ def test_response_record_per_prompt_style() -> None:
     run_on = Generation("Q: x\nA:", " Paris\n\nQ: next", "Paris", True, "\n\n", 4, 5)
     record = evaluation.response_record(fewshot_arm, "it-2", run_on)
     assert (record["seed"], record["response"], record["emitted_end"]) == (None, "Paris", False)
-    assert records.check_record("responses", record) == []
+    assert schemas.check_record("responses", record) == []
 
 
 # --------------------------------------------------------------------------------------------------
@@ -202,7 +204,7 @@ def test_generate_one_model_at_a_time_writes_valid_files(tiny_dirs, items, shots
         sidecar = files.read_json(tmp_path / f"responses_{arm.key}.json")
         assert sidecar["sha256"] == files.sha256_file(tmp_path / f"responses_{arm.key}.jsonl")
         assert (sidecar["model"], sidecar["seed"], sidecar["rows"]) == (arm.name, arm.seed, len(items))
-        rows, defects = records.validate_file(tmp_path / f"responses_{arm.key}.jsonl", "responses")
+        rows, defects = schemas.validate_file(tmp_path / f"responses_{arm.key}.jsonl", "responses")
         assert defects == []
         assert [r["item_id"] for r in rows] == [item.id for item in items]
         assert {(r["model"], r["seed"]) for r in rows} == {(arm.name, arm.seed)}
@@ -227,7 +229,7 @@ def test_generate_one_model_at_a_time_writes_valid_files(tiny_dirs, items, shots
 
     path, combined = evaluation.combine_responses(tmp_path, [arm.key for arm in arm_list])
     assert len(combined) == 3 * len(items)
-    assert records.validate_file(path, "responses")[1] == []
+    assert schemas.validate_file(path, "responses")[1] == []
     assert [(r["model"], r["seed"]) for r in combined[:: len(items)]] == [("base", None), ("base_fewshot", None),
                                                                          ("sft_dpo", 0)]
 

@@ -98,7 +98,7 @@ def test_dpo_killed_mid_training_resumes_from_its_checkpoint(smoke_run):
 
 
 def test_evaluation_killed_mid_generation_keeps_finished_models(smoke_run):
-    from alignkit import evaluation
+    from alignkit.stages import evaluation
 
     run_dir, _, _ = smoke_run
     run = clone_stages(run_dir, "fault-eval", ["01_sft_data", "02_sft_training", "03_negatives",

@@ -455,7 +455,7 @@ def test_tokenisation_equals_trl_sft_trainer(tok, merging, kind, tmp_path):
 
 
 def test_sft_verify_trainer_batches_with_shuffled_dataset(tok, tmp_path):
-    from alignkit import sft
+    from alignkit.stages import sft
 
     rows = _trl_rows() + [{"id": f"s{i}", "prompt": template.prompt(f"word {w}"), "completion": template.completion(w)}
                           for i, w in enumerate(["red", "green", "blue", "paris"])]

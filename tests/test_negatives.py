@@ -1,10 +1,10 @@
-"""Tests for alignkit.negatives (stage 03): negatives kept exactly as the model produced them.
+"""Tests for alignkit.stages.negatives (stage 03): negatives kept exactly as the model produced them.
 
 Covered, with hand-worked values:
 
 - ``allocate``: largest-remainder counts for a mix;
 - ``TYPE_RULES`` / ``qualifies``: per type, the criteria a negative must fail (any) and pass (all); a missing END
-  is a defect only ``format`` and ``verbose`` negatives may carry (``records.END_LESS_TYPES``);
+  is a defect only ``format`` and ``verbose`` negatives may carry (``schemas.END_LESS_TYPES``);
 - ``resolve_mix``: the named mixes (seed, uniform, observed), a mapping, restriction to ``negatives.types``;
 - ``candidates_for``: every ``(type, method, text, emitted_end)`` for one SFT example;
 - ``build_pool``: only candidates that really are negatives of their type, END-less ones kept without END;
@@ -20,7 +20,9 @@ from collections import Counter
 
 import pytest
 
-from alignkit import config, negatives, records, scoring, template, world
+from alignkit import config, schemas, template, world
+from alignkit.eval import scoring
+from alignkit.stages import negatives
 from alignkit.config import FAMILIES, NEGATIVE_TYPES, SEED_MIX
 
 CAPITAL = world.Item("train-capitals-000", "capitals", "What is the capital of France?", "Paris",
@@ -50,7 +52,7 @@ def test_allocate_seed_mix_on_520() -> None:
     expected = {"refusal": 156, "format": 130, "incorrect": 104, "off_topic": 78, "verbose": 52}
     assert negatives.allocate(520, SEED_MIX) == expected
     # The default config's mix is the named "seed" mix; resolved over all five types it is the same allocation.
-    assert config.NegativesConfig().mix == "seed"
+    assert config.NegativesSettings().mix == "seed"
     assert negatives.allocate(520, negatives.resolve_mix("seed", NEGATIVE_TYPES)) == expected
 
 
@@ -97,7 +99,7 @@ def test_only_the_end_less_types_may_lack_end() -> None:
     # The negatives stage and the record schema agree on which types may be kept without END.
     must_end = {t for t, rule in negatives.TYPE_RULES.items() if "ends_with_end" in rule["pass"]}
     assert must_end == {"refusal", "incorrect", "off_topic"}
-    assert set(NEGATIVE_TYPES) - must_end == set(records.END_LESS_TYPES) == {"format", "verbose"}
+    assert set(NEGATIVE_TYPES) - must_end == set(schemas.END_LESS_TYPES) == {"format", "verbose"}
 
 
 ALL_PASS = {c: True for c in scoring.CRITERIA}
@@ -477,7 +479,7 @@ def test_build_pool_entries_are_valid_negative_records() -> None:
             expected = (template.completion(candidate["response"]) if candidate["emitted_end"]
                         else " " + candidate["response"])
             assert candidate["completion"] == expected
-            assert records.check_record("negatives", {**candidate, "id": f"neg-{index}"}) == []
+            assert schemas.check_record("negatives", {**candidate, "id": f"neg-{index}"}) == []
 
 
 def test_build_pool_only_builds_the_configured_types() -> None:

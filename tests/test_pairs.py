@@ -1,4 +1,4 @@
-"""Tests for alignkit.pairs (stage 04): the chosen side, margin and defect statistics, building validated pairs,
+"""Tests for alignkit.stages.pairs (stage 04): the chosen side, margin and defect statistics, building validated pairs,
 reference log-probs and truncation.
 
 - ``pick_chosen``: the SFT model's own answer that wrote END and passes every criterion, else the stage-01 response;
@@ -17,7 +17,8 @@ import math
 
 import pytest
 
-from alignkit import logprobs, masks, pairs, records, template
+from alignkit import logprobs, masks, schemas, template
+from alignkit.stages import pairs
 
 EOS, PAD = "</s>", "<pad>"
 
@@ -217,7 +218,7 @@ def test_build_pairs_divergence_token_and_end_less_rejected(byte_tokenizer) -> N
         assert pair["rejected"] == negative["completion"]  # exactly as the negative, never repaired
         assert pair["negative_type"] == negative["type"] and pair["method"] == negative["method"]
         assert pair["chosen_source"] == "sft_model_greedy" and pair["margin"] is None
-        assert records.check_record("pairs", pair) == []
+        assert schemas.check_record("pairs", pair) == []
     assert built[0]["rejected"] == " 5 plus 3 is 8 and"
     assert "\nEND" not in built[0]["rejected"] and "\nEND" not in built[2]["rejected"]
     stats = pairs.defect_stats(built)

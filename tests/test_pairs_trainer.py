@@ -3,11 +3,11 @@
 Stage 04 keeps a format (or verbose) negative as the model produced it: a run-on without END. This test builds a
 tiny random Llama and a BPE tokenizer in a temporary folder, loads them the way stage 05 does
 (``alignkit.training.load_trainable``), creates ``trl.DPOTrainer`` with stage 05's arguments
-(``alignkit.training.trainer_kwargs``, ``alignkit.dpo.loss_args``, a LoRA ``peft_config``, on the CPU,
+(``alignkit.training.trainer_kwargs``, ``alignkit.stages.dpo.loss_args``, a LoRA ``peft_config``, on the CPU,
 ``max_length=128``, no reporting) on three pairs, two of them END-less (format, verbose), and reads back what
 TRL will train on: the processed ``train_dataset``'s ``prompt_ids`` / ``chosen_ids`` / ``rejected_ids``. The
 END-less rejected must decode to its own text followed by the tokenizer's EOS only (no ``\\nEND`` added), its
-chosen to ``" {text}\\nEND"`` + EOS. Finally :func:`alignkit.dpo.reference_check` must pass on that trainer:
+chosen to ``" {text}\\nEND"`` + EOS. Finally :func:`alignkit.stages.dpo.reference_check` must pass on that trainer:
 before any step, the reference log-probs (the adapter-disabled policy) equal the policy's; and it must fail once
 the LoRA weights are moved away from the identity.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from alignkit import records, template
+from alignkit import schemas, template
 
 EOS, PAD = "<eos>", "<pad>"
 PROMPT = template.prompt("What is the capital of Egypt?")
@@ -80,13 +80,14 @@ def trainer(tiny_base: Path, tmp_path_factory):
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    from alignkit import dpo, training
+    from alignkit import training
+    from alignkit.stages import dpo
     from alignkit.config import resolve
 
     cfg = resolve("smoke", overrides=[f"model.base={tiny_base}", "model.device=cpu", "dpo.method=lora",
                                       "dpo.max_length=128", "dpo.batch_size=2", "dpo.lora_r=4", "dpo.lora_alpha=8"])
     for pair in PAIRS:  # the pairs are valid stage-04 records, END-less rejected included
-        assert records.check_record("pairs", pair) == []
+        assert schemas.check_record("pairs", pair) == []
     model, tokenizer = training.load_trainable(tiny_base, cfg, cfg.dpo)
     kwargs = training.trainer_kwargs(cfg.dpo, cfg, tmp_path_factory.mktemp("dpo-out"), evaluate=True)
     assert (kwargs["use_cpu"], kwargs["max_length"], kwargs["report_to"]) == (True, 128, [])
@@ -136,7 +137,7 @@ def test_end_less_rejected_reaches_the_trainer_without_end(trainer) -> None:
 
 @pytest.mark.slow
 def test_reference_check_passes_before_any_step(trainer) -> None:
-    from alignkit import dpo
+    from alignkit.stages import dpo
 
     result = dpo.reference_check(trainer, "float32")
     assert result["ok"] is True
@@ -152,7 +153,7 @@ def test_reference_check_fails_when_the_policy_is_not_the_reference(trainer) -> 
     # The same check on a policy that already moved away from its reference (non-zero LoRA B) must stop the stage.
     import torch
 
-    from alignkit import dpo
+    from alignkit.stages import dpo
 
     lora_b = [p for name, p in trainer.model.named_parameters() if "lora_B" in name]
     assert lora_b and all(float(p.abs().max()) == 0.0 for p in lora_b)

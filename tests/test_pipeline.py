@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from alignkit import files, records
+from alignkit import files, schemas
 from alignkit.config import PER_SEED_STAGES, STAGES
 
 pytestmark = pytest.mark.slow
@@ -54,7 +54,7 @@ def test_every_stage_completes_with_a_manifest(smoke_run):
     ("04_preference_pairs/seed0/dev_pairs.jsonl", "pairs"), ("06_evaluation/responses.jsonl", "responses")])
 def test_outputs_validate(smoke_run, path, kind):
     run_dir, _, _ = smoke_run
-    rows, defects = records.validate_file(run_dir / path, kind)
+    rows, defects = schemas.validate_file(run_dir / path, kind)
     assert defects == [] and rows
     done = subprocess.run([sys.executable, "-m", "alignkit", "validate", str(run_dir / path), "--kind", kind],
                           capture_output=True, text=True)
@@ -100,7 +100,7 @@ def test_sft_learned_the_end_marker(smoke_run):
 
 
 def test_negative_mix_is_applied_and_format_negatives_keep_their_missing_end(smoke_run):
-    from alignkit.negatives import allocate
+    from alignkit.stages.negatives import allocate
 
     run_dir, _, _ = smoke_run
     for unit in stage_dirs(run_dir, "03_negatives"):

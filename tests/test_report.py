@@ -1,6 +1,6 @@
 """Tests for alignkit.report: the self-contained report.html built from synthetic results on a fake run folder.
 
-The results come from :func:`alignkit.results.build_results` on synthetic score rows (five arms, two training
+The results come from :func:`alignkit.eval.results.build_results` on synthetic score rows (five arms, two training
 seeds, six items); stages 01, 04 (seed 0 only) and 05 have fake manifests, stages 02 and 03 are missing. Checked:
 the pre-registered design comes before any number, every pre-registered contrast appears, cells an arm cannot
 pass by design are marked †, figures are embedded as data URIs and written as the same PNG files, every table
@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from alignkit import files, report, results, scoring
+from alignkit import files, report
+from alignkit.eval import results, scoring
 from alignkit.config import CONTRASTS, EVAL_MODELS, UNTRAINED_MODELS, parse_contrast, resolve
 from alignkit.report import examples as report_examples
 from alignkit.report import tables

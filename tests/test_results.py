@@ -1,4 +1,4 @@
-"""Tests for alignkit.results: the statistics of results.json built from synthetic score rows.
+"""Tests for alignkit.eval.results: the statistics of results.json built from synthetic score rows.
 
 Covers the seed-pooled contrast against a hand-worked case (per-item differences averaged over two seeds, exact
 sign-flip p by enumeration), the roles of the pre-registered contrasts (primary / secondary / descriptive: an
@@ -15,7 +15,7 @@ import re
 import numpy as np
 import pytest
 
-from alignkit import contrast_stats, results, scoring
+from alignkit.eval import contrast_stats, results, scoring
 from alignkit.config import CONTRASTS, EVAL_MODELS
 
 T, F = True, False

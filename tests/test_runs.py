@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import subprocess
@@ -42,7 +41,7 @@ def run(tmp_path) -> Run:
 
 
 def _view(config: StudyConfig, seed: int = 0) -> Run:
-    return Run(run_id="t1", config=dataclasses.replace(config, seeds=(seed,))).for_seed(seed)
+    return Run(run_id="t1", config=config.replace(seeds=(seed,))).for_seed(seed)
 
 
 # ---------------------------------------------------------------------------------------------- names
@@ -167,7 +166,7 @@ def test_execute_stage_writes_outputs_and_complete_manifest(run, input_file):
     assert manifest["seed"] == 0
     assert manifest["config"] == {"seed": {"seed": 0}, "model": run.config.section("model"),
                                   "sft": run.config.section("sft")}
-    assert manifest["code"]["module"] == "alignkit.sft" and len(manifest["code"]["hash"]) == 64
+    assert manifest["code"]["module"] == "alignkit.stages.sft" and len(manifest["code"]["hash"]) == 64
     # Inputs: path and content hash.
     assert manifest["inputs"] == {"source": {"path": str(input_file), "sha256": files.sha256_file(input_file)}}
     # Outputs: run-relative path, sha256 and row count.
@@ -221,7 +220,7 @@ def test_changing_the_config_section_reruns(run, input_file):
     body = Body(input_file)
     _run_stage(run, body, input_file)
     cfg = run.config
-    changed = _view(dataclasses.replace(cfg, sft=dataclasses.replace(cfg.sft, epochs=7.0)))
+    changed = _view(cfg.replace(sft=cfg.sft.replace(epochs=7.0)))
     manifest = _run_stage(changed, body, input_file)
     assert body.calls == 2
     assert manifest["config"]["sft"]["epochs"] == 7.0
@@ -238,7 +237,7 @@ def test_changing_an_unrelated_section_stays_cached(run, input_file):
     body = Body(input_file)
     _run_stage(run, body, input_file)
     cfg = run.config
-    other = _view(dataclasses.replace(cfg, dpo=dataclasses.replace(cfg.dpo, beta=0.5)))
+    other = _view(cfg.replace(dpo=cfg.dpo.replace(beta=0.5)))
     _run_stage(other, body, input_file)
     assert body.calls == 1
 
@@ -558,7 +557,7 @@ def test_another_run_shares_an_identical_stage_by_hard_links(input_file):
     assert runs.is_cached(second, "02")
     # A different config is not shared.
     cfg = StudyConfig()
-    third = _view(dataclasses.replace(cfg, sft=dataclasses.replace(cfg.sft, epochs=9.0)))
+    third = _view(cfg.replace(sft=cfg.sft.replace(epochs=9.0)))
     third = Run(run_id="third", config=third.config).for_seed(0)
     _run_stage(third, body, input_file)
     assert body.calls == 2

@@ -1,9 +1,9 @@
-"""Tests for alignkit.scoring: each criterion on hand-worked cases, the refusal detector, the coherence and
+"""Tests for alignkit.eval.scoring: each criterion on hand-worked cases, the refusal detector, the coherence and
 repetition measures with values computed by hand (arithmetic in the comments), agreement with the labelled
 fixtures in tests/data/scorer_fixtures.jsonl, and the ``alignkit score`` file round trip.
 
 The fixture labels were written by hand, case by case, from the criterion definitions in DESIGN.md §6 and
-alignkit/scoring.py's docstring; they are not produced by the scorer. Labelling policy for ``coherent``: a
+alignkit/eval/scoring.py's docstring; they are not produced by the scorer. Labelling policy for ``coherent``: a
 response is coherent when a reader would call it readable language; token soup (mostly non-words or symbol
 junk) and verbatim loops (the same word or phrase three or more times in a row) are not.
 """
@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
-from alignkit import files, records, scoring, template, world
-from alignkit.scoring import (
+from alignkit import files, schemas, template, world
+from alignkit.eval import scoring
+from alignkit.eval.scoring import (
     COHERENCE_THRESHOLD,
     CRITERIA,
     ENDPOINTS,
@@ -37,6 +38,7 @@ from alignkit.scoring import (
     template_residue,
     word_count,
 )
+from alignkit.world.text import _word_count
 
 FIXTURES = Path(__file__).parent / "data" / "scorer_fixtures.jsonl"
 T, F, N = True, False, None
@@ -297,7 +299,7 @@ def test_coherent_criterion_uses_threshold():
 # ---------------------------------------------------------------------------------------------- length
 def test_word_count_matches_the_world_rule():
     for text in ["7 + 5 = 12.", "Rain falls - on the roof.", "", "  a  b ", "\u2014 dash \u2014", "x, y; z"]:
-        assert word_count(text) == world._word_count(text)
+        assert word_count(text) == _word_count(text)
     assert word_count("7 + 5 = 12.") == 3
 
 
@@ -532,7 +534,7 @@ def test_score_file_unknown_item_id_names_the_line(tmp_path):
              json.dumps({**_response("sft", add, " 12\nEND"), "item_id": "i-missing"})]
     responses_path.write_text("\n".join(lines) + "\n", encoding="utf-8")  # a blank line 2: the bad row is line 3
     out_path = tmp_path / "scores.jsonl"
-    with pytest.raises(records.InvalidInputError) as caught:
+    with pytest.raises(schemas.InvalidInputError) as caught:
         score_file(items_path, responses_path, out_path)
     message = str(caught.value)
     assert f"{responses_path}:3: item_id: unknown item id 'i-missing'" in message
@@ -544,5 +546,5 @@ def test_score_file_refuses_invalid_inputs(tmp_path):
     files.write_jsonl(items_path, [ADD.to_record()])
     responses_path = tmp_path / "responses.jsonl"
     responses_path.write_text('{"model": "sft"}\n', encoding="utf-8")
-    with pytest.raises(records.InvalidInputError, match=r"responses.jsonl:1: item_id: missing"):
+    with pytest.raises(schemas.InvalidInputError, match=r"responses.jsonl:1: item_id: missing"):
         score_file(items_path, responses_path, tmp_path / "out.jsonl")

@@ -1,4 +1,4 @@
-"""Tests for alignkit.sft_data: acceptance of sampled answers, de-duplication, balancing, records, QC summary."""
+"""Tests for alignkit.stages.sft_data: acceptance of sampled answers, de-duplication, balancing, records, QC summary."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from collections import Counter
 
 import pytest
 
-from alignkit import fewshot, records, sft_data, template, world
+from alignkit import fewshot, schemas, template, world
+from alignkit.stages import sft_data
 
 
 def _capitals_item(item_id: str = "c1", instruction: str = "What is the capital of France?") -> world.Item:
@@ -179,7 +180,7 @@ def test_sft_record_follows_the_template_and_validates() -> None:
     assert record["generation"] == {"prompt": prompt, "raw_output": raw, "attempt": 2, "sampling": sampling}
     assert (record["id"], record["family"], record["instruction"]) == (item.id, "capitals", item.instruction)
     assert record["params"] == item.params
-    assert records.check_record("sft", record) == []
+    assert schemas.check_record("sft", record) == []
     # The few-shot prompt sent is kept verbatim and is not the study template.
     assert template.INSTRUCTION_TAG not in record["generation"]["prompt"]
 
@@ -187,7 +188,7 @@ def test_sft_record_follows_the_template_and_validates() -> None:
 def test_sft_record_of_a_response_the_model_did_not_write_is_invalid() -> None:
     item = _capitals_item("train-capitals-001")
     record = sft_data.sft_record(item, "Q: x\nA:", " Lyon\n\n", "Paris", 1, {})
-    assert [field for field, _ in records.check_record("sft", record)] == ["response"]
+    assert [field for field, _ in schemas.check_record("sft", record)] == ["response"]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from alignkit import dpo, masks, modeling, records, sft, template, training, world
+from alignkit import masks, modeling, schemas, template, training, world
+from alignkit.stages import dpo, sft
 from alignkit.config import resolve
 
 #: Qwen2's pre-tokenizer split (single digits, unlike GPT-4's 1-3).
@@ -166,7 +167,7 @@ def preference_pairs(rows: list[dict]) -> list[dict]:
                 "negative_type": "incorrect" if wrong else "refusal", "prompt": row["prompt"],
                 "chosen": row["completion"], "rejected": template.completion(wrong or "I cannot help with that."),
                 "chosen_source": "stage01_response", "margin": None}
-        assert records.check_record("pairs", pair) == []
+        assert schemas.check_record("pairs", pair) == []
         pairs.append(pair)
     return pairs
 
@@ -310,7 +311,7 @@ def dpo_steps(trainer) -> list[dict]:
 def evaluate_one_at_a_time(cfg, specs: dict, out: Path) -> dict:
     """Stage 06's generation: one model resident at a time, released before the next. The untrained arms are
     evaluated once, the trained ones as training seed 0; ``base_fewshot`` gets few-shot prompts from ``shots``."""
-    from alignkit import evaluation
+    from alignkit.stages import evaluation
 
     items = world.heldout_items(0, 6, FAMILIES)
     shots = world.training_items(1, 12, exclude=items, families=FAMILIES)
@@ -320,7 +321,7 @@ def evaluate_one_at_a_time(cfg, specs: dict, out: Path) -> dict:
     for arm in arms:
         per = memory["per_model"][arm.key]
         assert (per["resident_while_loaded"], per["resident_after_release"]) == (1, 0), arm.key
-        rows, defects = records.validate_file(evaluation.responses_path(out, arm.key), "responses")
+        rows, defects = schemas.validate_file(evaluation.responses_path(out, arm.key), "responses")
         assert defects == [] and [r["item_id"] for r in rows] == [item.id for item in items]
         assert all(r["output_tokens"] <= cfg.evaluation.max_new_tokens for r in rows)
     return memory
@@ -354,7 +355,7 @@ def test_generation_stops_on_the_decoded_stop_string(standin):
 
 @pytest.mark.slow
 def test_lora_sft_then_dpo_with_the_adapter_disabled_as_reference(standin, tmp_path):
-    from alignkit.evaluation import ModelSpec
+    from alignkit.stages.evaluation import ModelSpec
     from alignkit.logprobs import completion_logprobs
 
     cfg = standin_config(standin, "lora")
@@ -401,7 +402,7 @@ def test_lora_sft_then_dpo_with_the_adapter_disabled_as_reference(standin, tmp_p
 def test_qlora_sft_then_dpo_continuing_the_adapter_against_its_frozen_copy(standin, tmp_path):
     from safetensors.torch import load_file
 
-    from alignkit.evaluation import ModelMismatchError, ModelSpec, check_dpo_initial_weights
+    from alignkit.stages.evaluation import ModelMismatchError, ModelSpec, check_dpo_initial_weights
     from alignkit.runs import fingerprint_path
 
     cfg = standin_config(standin, "qlora")

@@ -165,8 +165,11 @@ def test_mcnemar_threshold_boundary():
 def test_mcnemar_ties_and_zero():
     # equal counts on the chi-square path: max(|20-20| - 1, 0)^2 / 40 = 0 -> p = 1
     assert mcnemar_test(20, 20) == (1.0, "mcnemar_chi2_cc")
-    # no discordant pairs: no evidence of a difference
+    # a difference of one is fully absorbed by the correction: (|12-13| - 1)^2 / 25 = 0 -> p = 1
+    assert mcnemar_test(12, 13) == (1.0, "mcnemar_chi2_cc")
+    # no discordant pairs: no evidence of a difference, even when the threshold asks for chi-square (0/0)
     assert mcnemar_test(0, 0) == (1.0, "mcnemar_exact")
+    assert mcnemar_test(0, 0, exact_threshold=0) == (1.0, "mcnemar_exact")
 
 
 def test_mcnemar_validation():
@@ -205,6 +208,13 @@ def test_bootstrap_all_fail_vs_all_pass():
     # every per-item difference is +1 (b passes, a fails)
     assert paired_bootstrap_diff([F] * 8, [T] * 8) == (1.0, 1.0, 1.0)
     assert paired_bootstrap_diff([T] * 8, [F] * 8) == (-1.0, -1.0, -1.0)
+
+
+def test_bootstrap_single_pair():
+    # one applicable item: every resample is that item, so the interval collapses to its difference
+    assert paired_bootstrap_diff([F], [T]) == (1.0, 1.0, 1.0)
+    assert paired_bootstrap_diff([T, N, T], [F, F, N]) == (-1.0, -1.0, -1.0)
+    assert paired_bootstrap_diff([T], [T], n_resamples=1) == (0.0, 0.0, 0.0)
 
 
 def test_bootstrap_reproducible_and_contains_diff():

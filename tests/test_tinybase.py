@@ -8,15 +8,14 @@ in a process also pays for importing transformers and for the first forward pass
 from __future__ import annotations
 
 import math
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from alignkit import files, template, tinybase, world
-from alignkit.config import BaseBuildConfig, resolve
+from alignkit.config import BaseBuildSettings, resolve
 
-MICRO = BaseBuildConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, n_documents=150, steps=8,
+MICRO = BaseBuildSettings(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, n_documents=150, steps=8,
                         batch_size=4, seq_len=64, vocab_size=400)
 FAMILIES = ("capitals", "arithmetic")
 
@@ -43,18 +42,18 @@ def _home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (500, 0.1),   # past the end: clamped at the floor, never rising again
 ])
 def test_lr_at_hand_values(step: int, expected: float) -> None:
-    build = BaseBuildConfig(learning_rate=1.0, warmup_steps=10, steps=110)
+    build = BaseBuildSettings(learning_rate=1.0, warmup_steps=10, steps=110)
     assert tinybase.lr_at(step, build) == pytest.approx(expected, abs=1e-12)
 
 
 def test_lr_at_scales_with_peak_and_handles_no_warmup() -> None:
-    build = BaseBuildConfig(learning_rate=3e-3, warmup_steps=0, steps=4)
+    build = BaseBuildSettings(learning_rate=3e-3, warmup_steps=0, steps=4)
     # No warm-up: step 0 is the peak; step 2 is half way (0.55 x peak); step 4 the floor.
     assert [round(tinybase.lr_at(s, build) / 3e-3, 6) for s in (0, 2, 4)] == [1.0, 0.55, 0.1]
 
 
 def test_lr_at_warmup_rises_and_decay_falls() -> None:
-    build = BaseBuildConfig(learning_rate=2.0, warmup_steps=5, steps=50)
+    build = BaseBuildSettings(learning_rate=2.0, warmup_steps=5, steps=50)
     values = [tinybase.lr_at(s, build) for s in range(50)]
     assert values[:5] == sorted(values[:5]) and len(set(values[:5])) == 5
     assert values[5:] == sorted(values[5:], reverse=True)
@@ -148,9 +147,9 @@ def test_pack_real_tokenizer_separates_documents_with_eos(tokenizer) -> None:
 
 def test_fingerprint_depends_on_build_and_families() -> None:
     fp = tinybase.build_fingerprint(MICRO, FAMILIES)
-    assert fp == tinybase.build_fingerprint(BaseBuildConfig(**MICRO.__dict__), FAMILIES)
-    assert fp != tinybase.build_fingerprint(BaseBuildConfig(**{**MICRO.__dict__, "steps": 9}), FAMILIES)
-    assert fp != tinybase.build_fingerprint(BaseBuildConfig(**{**MICRO.__dict__, "seed": 1}), FAMILIES)
+    assert fp == tinybase.build_fingerprint(BaseBuildSettings(**MICRO.__dict__), FAMILIES)
+    assert fp != tinybase.build_fingerprint(BaseBuildSettings(**{**MICRO.__dict__, "steps": 9}), FAMILIES)
+    assert fp != tinybase.build_fingerprint(BaseBuildSettings(**{**MICRO.__dict__, "seed": 1}), FAMILIES)
     assert fp != tinybase.build_fingerprint(MICRO, ("capitals",))
 
 
@@ -314,7 +313,7 @@ def test_build_is_deterministic_for_a_seed(built, tmp_path: Path) -> None:
     out, manifest = built
     torch.rand(7)  # disturb the global RNG: the build must seed everything itself
     again = tinybase.build(MICRO, FAMILIES, tmp_path / "again", progress=False)
-    other = tinybase.build(BaseBuildConfig(**{**MICRO.__dict__, "seed": 1}), FAMILIES, tmp_path / "other",
+    other = tinybase.build(BaseBuildSettings(**{**MICRO.__dict__, "seed": 1}), FAMILIES, tmp_path / "other",
                            progress=False)
     same = files.sha256_file(out / "model.safetensors")
     assert files.sha256_file(tmp_path / "again" / "model.safetensors") == same

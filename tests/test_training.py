@@ -1,5 +1,5 @@
 """Tests for the training pieces shared by stages 02 and 05 (alignkit.training), the SFT mask gate
-(alignkit.sft.verify_masks) and the DPO run pairing (alignkit.dpo.run_configs).
+(alignkit.stages.sft.verify_masks) and the DPO run pairing (alignkit.stages.dpo.run_configs).
 
 The QLoRA test loads a tiny random Llama in 4-bit NF4 on the CPU (bitsandbytes 0.50) and runs two real
 ``trl.SFTTrainer`` steps.
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from alignkit import dpo, files, masks, sft, template, training
+from alignkit import artifacts, files, masks, template, training
+from alignkit.stages import dpo, sft
 from alignkit.config import resolve
 from alignkit.runs import Run
 
@@ -322,8 +323,7 @@ def _run_with_sft(saved: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
         "summary": {"saved": saved}})
     base = tmp_path / "base-model"
     base.mkdir()
-    monkeypatch.setattr(dpo, "ensure_base", lambda cfg, **kw: base)
-    monkeypatch.setattr(sft, "ensure_base", lambda cfg, **kw: base)
+    monkeypatch.setattr(artifacts, "ensure_base", lambda cfg, **kw: base)
     return run, model_dir, base
 
 

@@ -25,6 +25,12 @@ from alignkit.world import (
     normalise,
     training_items,
 )
+from alignkit.world.capitals import _CAPITAL_OF, _CAPITALS
+from alignkit.world.comparison import _WEIGHTS
+from alignkit.world.list_category import _CATEGORIES, _LIST_FILLER
+from alignkit.world.text import _mentions, _word_count
+from alignkit.world.topics import _EXACT_WORD_COUNTS, _topic_sentences
+from alignkit.world.word_transform import _TRANSFORM_OPS, _TRANSFORM_WORDS
 
 
 def make(key: str, seed: int = 0) -> Item:
@@ -69,18 +75,18 @@ def test_key_spaces_are_sorted_unique_and_large_enough() -> None:
         assert all(key.startswith(family.name + ":") for key in keys)
         # 19 held-out + 29 training items per family must fit with room to spare.
         assert len(keys) >= 60, family.name
-    assert len(world._CAPITALS) >= 60
+    assert len(_CAPITALS) >= 60
     assert len(world.TOPICS) >= 55
-    assert len(world._CATEGORIES) >= 14 and all(len(m) >= 8 for m in world._CATEGORIES.values())
+    assert len(_CATEGORIES) >= 14 and all(len(m) >= 8 for m in _CATEGORIES.values())
 
 
 def test_entity_tables_are_unambiguous() -> None:
-    places = [name.lower() for pair in world._CAPITALS for name in pair]
+    places = [name.lower() for pair in _CAPITALS for name in pair]
     assert len(places) == len(set(places)), "a country or capital token appears twice"
-    for category, members in world._CATEGORIES.items():
+    for category, members in _CATEGORIES.items():
         assert len(set(members)) == len(members), category
-        assert not set(members) & world._LIST_FILLER, f"{category} has a member that list answers may drop as filler"
-    for word in world._TRANSFORM_WORDS:
+        assert not set(members) & _LIST_FILLER, f"{category} has a member that list answers may drop as filler"
+    for word in _TRANSFORM_WORDS:
         assert 3 <= len(word) <= 7 and word != word[::-1] and word.upper() != "END"
 
 
@@ -165,7 +171,7 @@ def test_word_transform_verifier(op: str, good: list[str], bad: list[str]) -> No
 
 
 def test_word_transform_references_and_addresses() -> None:
-    assert [make(f"word_transform:{op}:tiger").reference for op in world._TRANSFORM_OPS] == ["TIGER", "regit", "t", "5"]
+    assert [make(f"word_transform:{op}:tiger").reference for op in _TRANSFORM_OPS] == ["TIGER", "regit", "t", "5"]
     family = get_family("word_transform")
     reverse = make("word_transform:reverse:tiger").params
     assert family.addresses(reverse, "regti")
@@ -217,7 +223,7 @@ def test_comparison_asks_only_clear_weight_pairs() -> None:
     for key in get_family("comparison").keys():
         relation, a, b = key.split(":")[1:]
         if relation in ("heavier", "lighter"):
-            ratio = world._WEIGHTS[a] / world._WEIGHTS[b]
+            ratio = _WEIGHTS[a] / _WEIGHTS[b]
             assert max(ratio, 1 / ratio) >= 4, key
 
 
@@ -261,7 +267,7 @@ def test_open_ended_has_no_correctness_check() -> None:
     assert "moon" in family.topic_words(item.params)
     for seed in range(20):
         other = family.wrong_answer(item.params, random.Random(seed))
-        assert not world._mentions(other, family.topic_words(item.params)), other
+        assert not _mentions(other, family.topic_words(item.params)), other
 
 
 def test_verifiers_report_missing_params() -> None:
@@ -284,8 +290,8 @@ def test_every_key_reference_verifies_and_wrong_answer_fails(one_item_per_key: l
         assert family.verify(item.params, wrong) is False, (item, wrong)
         assert family.addresses(item.params, item.reference), item
         low, high = family.length_bounds
-        assert low <= world._word_count(item.reference) <= high, item
-        assert world._mentions(item.reference, family.topic_words(item.params)), item
+        assert low <= _word_count(item.reference) <= high, item
+        assert _mentions(item.reference, family.topic_words(item.params)), item
 
 
 def test_references_verify_across_many_sampled_items() -> None:
@@ -298,9 +304,9 @@ def test_references_verify_across_many_sampled_items() -> None:
 
 def test_every_topic_has_sentences_of_every_exact_length() -> None:
     for topic in world.TOPICS:
-        lengths = {world._word_count(s) for s in world._topic_sentences(topic)}
-        assert set(world._EXACT_WORD_COUNTS) <= lengths, topic
-        assert all("," not in s and s[0].isupper() for s in world._topic_sentences(topic))
+        lengths = {_word_count(s) for s in _topic_sentences(topic)}
+        assert set(_EXACT_WORD_COUNTS) <= lengths, topic
+        assert all("," not in s and s[0].isupper() for s in _topic_sentences(topic))
 
 
 # ---------------------------------------------------------------- sampling and the split
@@ -464,7 +470,7 @@ def test_corpus_covers_every_key_of_every_family() -> None:
 
 def test_corpus_text_states_facts_and_qa_of_every_family(big_corpus: list[str]) -> None:
     text = "\n\n".join(big_corpus)
-    for _, capital in world._CAPITALS:
+    for _, capital in _CAPITALS:
         assert re.search(rf"\b{capital}\b", text), capital
     assert "\nA: " in text and "Q: " in text and "Question: " in text and "Answer: " in text
     for probe in ["plus", "capital of", "backwards", "List ", "heavier", "lowercase", "sentence about"]:
@@ -477,12 +483,12 @@ def test_corpus_text_states_facts_and_qa_of_every_family(big_corpus: list[str]) 
     forward = [(match.group(1), answer) for match, answer in forward if match]
     assert len(forward) > 20
     for country, answer in forward:
-        assert world._CAPITAL_OF[country.lower()] == answer, (country, answer)
+        assert _CAPITAL_OF[country.lower()] == answer, (country, answer)
     backward = [(re.search(r"([A-Z]\w+) is the capital of which country", q), a) for q, a in pairs]
     backward = [(match.group(1), answer) for match, answer in backward if match]
     assert backward
     for capital, answer in backward:
-        assert world._CAPITAL_OF[answer.lower()] == capital, (capital, answer)
+        assert _CAPITAL_OF[answer.lower()] == capital, (capital, answer)
 
 
 def test_corpus_documents_are_short_and_deterministic(big_corpus: list[str]) -> None:

@@ -19,7 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from alignkit import files, scoring
+from alignkit import files
+from alignkit.eval import scoring
 from alignkit.config import STAGES
 from alignkit.report import examples as examples_module
 from alignkit.report import figures, qc, tables
@@ -110,7 +111,7 @@ def _provenance_table(results: Mapping[str, Any], info: Mapping[str, Any]) -> di
     for key, m in (prov.get("models") or {}).items():
         where = models.get(key) or {}
         text = str(where.get("path", "–")) + (f" + adapter {where['adapter']}" if where.get("adapter") else "")
-        rows.append((f"model {key} ({m.get('prompt_style')} prompt)", text, (m.get("sha256") or "–")[:16]))
+        rows.append((f"model {key} ({m.get('prompt_style')} prompt)", text, (where.get("sha256") or "–")[:16]))
     for stage, entry in (prov.get("stages") or {}).items():
         if entry is None:
             rows.append((f"stage {stage}", "missing", "–"))

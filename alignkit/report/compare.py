@@ -2,7 +2,7 @@
 
 Every point is a complete run evaluated on the same items with the same training seeds, so a point is compared
 with the suite's reference point paired over items, seeds pooled (the test and interval of
-:mod:`alignkit.contrast_stats`), on the suite's arm and endpoint; the tests are Holm-adjusted within the suite.
+:mod:`alignkit.eval.contrast_stats`), on the suite's arm and endpoint; the tests are Holm-adjusted within the suite.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from alignkit import contrast_stats, files, stats
-from alignkit.results import outcome_table, verdict
+from alignkit import files, stats
+from alignkit.eval import contrast_stats
+from alignkit.eval.results import outcome_table, verdict
 from alignkit.runs import MANIFEST, home, reports_root
 
 log = logging.getLogger(__name__)

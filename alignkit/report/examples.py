@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from alignkit import scoring
+from alignkit.eval import scoring
 
 #: Longest response shown in an example, in characters (the rest is counted, not hidden silently).
 EXAMPLE_CHARS = 360

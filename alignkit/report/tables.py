@@ -127,7 +127,7 @@ def rate_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def design_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The pre-registered contrasts with their primary endpoints, and whether each is tested or descriptive."""
-    from alignkit.results import CONTRAST_WORDS
+    from alignkit.eval.results import CONTRAST_WORDS
 
     rows = []
     for row in results["contrasts"]:

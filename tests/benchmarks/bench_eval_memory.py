@@ -1,9 +1,9 @@
-"""Benchmark: peak memory of evaluating ONE model vs FOUR models sequentially with alignkit.evaluation.
+"""Benchmark: peak memory of evaluating ONE model vs FOUR models sequentially with alignkit.stages.evaluation.
 
 Run ``python tests/benchmarks/bench_eval_memory.py``. It builds a randomly initialised ~110M-parameter Llama
 (hidden 768, 12 layers, vocabulary 32,000, tied embeddings; about 440 MB of float32 safetensors) and a 32,000-token
 byte-level BPE tokenizer written out directly (no training, no download), copies the folder so that four distinct
-models exist on disk, then runs :func:`alignkit.evaluation.generate_responses` in two fresh subprocesses: one
+models exist on disk, then runs :func:`alignkit.stages.evaluation.generate_responses` in two fresh subprocesses: one
 with one model, one with the four copies (load, generate, write, release, next). Each subprocess reports its
 lifetime peak RSS (``ru_maxrss``) and the peak sampled by the evaluation's 20 ms RSS monitor. The script prints
 both peaks and ``ratio=X.XX`` = peak(four) / peak(one) on ``ru_maxrss``; sequential evaluation that really frees
@@ -87,7 +87,8 @@ def child(folders: list[Path], n_prompts: int, max_new_tokens: int, out_dir: Pat
     """Evaluate ``folders`` sequentially (as models m0, m1, ...) and print one JSON line of measurements."""
     import resource
 
-    from alignkit import evaluation, world
+    from alignkit import world
+    from alignkit.stages import evaluation
     from alignkit.config import resolve
 
     cfg = resolve("smoke", overrides=[f"model.base={folders[0]}", "model.device=cpu",

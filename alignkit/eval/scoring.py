@@ -69,7 +69,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from alignkit import files, records, template, world
+from alignkit import files, schemas, template, world
 
 log = logging.getLogger(__name__)
 
@@ -677,7 +677,7 @@ def score_record(item: world.Item, raw_output: str) -> dict[str, bool | None]:
 
 def _record_lines(path: str | os.PathLike) -> list[int]:
     """1-based line numbers of the non-blank lines of a JSON Lines file, i.e. of the rows
-    :func:`alignkit.records.load_records` returns, in the same order (it skips blank lines the same way)."""
+    :func:`alignkit.schemas.load_records` returns, in the same order (it skips blank lines the same way)."""
     data = Path(path).read_bytes()
     return [
         number
@@ -708,17 +708,17 @@ def score_file(
     Both inputs are validated first (kinds ``eval-items`` and ``scorable-responses``: a response needs only
     ``item_id`` and its text, as ``raw_output``, or ``response`` with ``emitted_end``, so answers from another
     system can be scored as they are); every defect, including an ``item_id`` that is not an item, raises
-    :class:`alignkit.records.InvalidInputError` naming its file and line. A response with ``raw_output`` is scored
+    :class:`alignkit.schemas.InvalidInputError` naming its file and line. A response with ``raw_output`` is scored
     from it (:func:`score_record`, the text as generated). ``out_path`` gets one JSON line per response,
     ``{"model", "item_id", "family", <endpoints>...}``, written atomically. Returns ``{model: {endpoint: pass
     rate}}`` with models in order of first appearance (``model`` defaults to ``responses``).
     """
-    item_rows = records.load_records(items_path, "eval-items")
-    response_rows = records.load_records(responses_path, "scorable-responses")
+    item_rows = schemas.load_records(items_path, "eval-items")
+    response_rows = schemas.load_records(responses_path, "scorable-responses")
     items = {row["id"]: world.Item.from_record(row) for row in item_rows}
     lines = _record_lines(responses_path)
     defects = [
-        records.Defect(
+        schemas.Defect(
             str(responses_path), line, "item_id",
             f"unknown item id {row['item_id']!r}: not an item of {items_path} ({len(items)} items)",
         )
@@ -726,7 +726,7 @@ def score_file(
         if row["item_id"] not in items
     ]
     if defects:
-        raise records.InvalidInputError(defects, "scorable-responses")
+        raise schemas.InvalidInputError(defects, "scorable-responses")
     scored: list[dict[str, Any]] = []
     disagreements = 0
     for row in response_rows:

@@ -25,7 +25,7 @@ import statistics
 from collections import Counter, defaultdict
 from typing import Any
 
-from alignkit import files, logprobs, records, template
+from alignkit import artifacts, files, logprobs, schemas, template
 from alignkit.config import NEGATIVE_TYPES
 from alignkit.runs import Run, execute_stage
 
@@ -122,7 +122,7 @@ def build_pairs(tokenizer, negatives: list[dict], sft_rows: dict[str, dict], ans
                 truncated_ids(tokenizer, prompt, pair["rejected"], max_length):
             dropped["identical_after_truncation"] += 1
             continue
-        problems = records.check_record("pairs", pair)
+        problems = schemas.check_record("pairs", pair)
         if problems:
             dropped["invalid:" + problems[0][0]] += 1
             log.warning("pair for %s dropped: %s", negative["id"], problems)
@@ -146,19 +146,19 @@ def run(run: Run, force: bool = False) -> dict[str, Any]:
         inputs[name] = run.output("03_negatives", name)
 
     def body(ctx) -> None:
-        from alignkit import modeling, sft
-
-        sft_rows = {r["id"]: r for path in (sft_path, dev_sft_path) for r in records.load_records(path, "sft")}
+        from alignkit import modeling
+    
+        sft_rows = {r["id"]: r for path in (sft_path, dev_sft_path) for r in schemas.load_records(path, "sft")}
         answers: dict[str, list[dict]] = defaultdict(list)
         for name in ("sft_responses", "dev_sft_responses"):
             for answer in files.read_jsonl(inputs[name]):
                 answers[answer["sft_id"]].append(answer)
-        path, adapter = sft.sft_model(run)
+        path, adapter = artifacts.sft_model(run)
         summary: dict[str, Any] = {}
         with modeling.loaded(path, cfg.model, adapter=adapter) as handle:
             for split, negatives_name, filename, prefix in (("train", "negatives", "pairs.jsonl", "pair"),
                                                            ("dev", "dev_negatives", "dev_pairs.jsonl", "dev-pair")):
-                negatives = records.load_records(inputs[negatives_name], "negatives")
+                negatives = schemas.load_records(inputs[negatives_name], "negatives")
                 pairs, dropped, chosen_sources = build_pairs(handle.tokenizer, negatives, sft_rows, answers,
                                                              cfg.pairs.max_length, prefix)
                 chosen_lp = logprobs.completion_logprobs(handle.model, handle.tokenizer, [p["prompt"] for p in pairs],

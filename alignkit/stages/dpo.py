@@ -30,21 +30,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from alignkit import files, records
+from alignkit import artifacts, files, schemas
+from alignkit.artifacts import DPO_RUNS
 from alignkit.runs import Run, execute_stage, fingerprint_path, is_main_process
-from alignkit.tinybase import ensure_base
 
 log = logging.getLogger(__name__)
 
 STAGE = "05_dpo_training"
-RUNS = ("sft_dpo", "dpo_only")
-
-
-def initial_models(run: Run) -> dict[str, tuple[Path, Path | None]]:
-    """``{run name: (weights path, adapter or None)}``: the SFT model for sft_dpo, the base for dpo_only."""
-    from alignkit import sft
-
-    return {"sft_dpo": sft.sft_model(run), "dpo_only": (ensure_base(run.config), None)}
+RUNS = DPO_RUNS
 
 
 def run_configs(run: Run) -> dict[str, dict[str, Any]]:
@@ -52,7 +45,7 @@ def run_configs(run: Run) -> dict[str, dict[str, Any]]:
     cfg = run.config
     shared = {"dpo": cfg.section("dpo"), "model": cfg.section("model"), "seed": cfg.seed}
     return {name: {**shared, "initial_model": str(path), "initial_adapter": str(adapter) if adapter else None}
-            for name, (path, adapter) in initial_models(run).items()}
+            for name, (path, adapter) in artifacts.initial_models(run).items()}
 
 
 #: Reference check tolerance: |policy - reference| summed log-prob per sequence, in nats (float32 sums over a
@@ -65,10 +58,10 @@ REFERENCE_CHECK_PAIRS = 8
 def loss_args(dpo) -> dict[str, Any]:
     """TRL's ``loss_type`` / ``loss_weights`` for ``dpo.loss_type`` (rpo = sigmoid + weighted NLL on chosen).
 
-    >>> from alignkit.config import DPOConfig
-    >>> loss_args(DPOConfig(loss_type="rpo", rpo_alpha=0.5))
+    >>> from alignkit.config import DPOSettings
+    >>> loss_args(DPOSettings(loss_type="rpo", rpo_alpha=0.5))
     {'loss_type': ['sigmoid', 'sft'], 'loss_weights': [1.0, 0.5]}
-    >>> loss_args(DPOConfig(loss_type="ipo"))
+    >>> loss_args(DPOSettings(loss_type="ipo"))
     {'loss_type': ['ipo'], 'loss_weights': None}
     """
     if dpo.loss_type == "rpo":
@@ -244,12 +237,12 @@ def run(run: Run, force: bool = False) -> dict[str, Any]:
     cfg = run.config
     pairs_path = run.output("04_preference_pairs", "pairs")
     dev_pairs_path = run.output("04_preference_pairs", "dev_pairs")
-    inits = initial_models(run)
+    inits = artifacts.initial_models(run)
     inputs = {"pairs": pairs_path, "dev_pairs": dev_pairs_path, "sft_model": run.output("02_sft_training", "model")}
 
     def body(ctx) -> None:
-        pairs = records.load_records(pairs_path, "pairs")
-        dev_pairs = records.load_records(dev_pairs_path, "pairs")
+        pairs = schemas.load_records(pairs_path, "pairs")
+        dev_pairs = schemas.load_records(dev_pairs_path, "pairs")
         summaries = {}
         for name in RUNS:
             log.info("DPO run %s (seed %s) from %s", name, cfg.seed, inits[name][0])
@@ -263,17 +256,3 @@ def run(run: Run, force: bool = False) -> dict[str, Any]:
                             "learning_rate": cfg.dpo.learning_rate, "epochs": cfg.dpo.epochs})
 
     return execute_stage(run, STAGE, inputs=inputs, body=body, force=force)
-
-
-def dpo_model(run: Run, name: str) -> tuple[Path, Path | None]:
-    """``(weights, adapter)`` for evaluating ``sft_dpo`` or ``dpo_only`` of one seed's view: an adapter goes on
-    exactly the weights its run started from (this run's initial model; evaluation checks its hash against the
-    one stage 05 recorded), full weights load on their own."""
-    manifest = run.require(STAGE)
-    summary = manifest["summary"]["runs"][name]
-    out = run.output(STAGE, name)
-    if summary["saved"] == "adapter":
-        # A DPO run that started from an SFT adapter kept training that adapter: the saved adapter holds
-        # SFT + DPO and goes on the same base weights.
-        return Path(initial_models(run)[name][0]), out
-    return out, None

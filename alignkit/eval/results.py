@@ -2,7 +2,7 @@
 pre-registered contrasts with their primary endpoints, secondary families, power, and the headline.
 
 A score row is ``{"model", "seed", "item_id", "family", <endpoint>: True/False/None ...}``; ``seed`` is None for
-an arm that is not trained (its outcomes serve every seed). Endpoints are :data:`alignkit.scoring.ENDPOINTS`.
+an arm that is not trained (its outcomes serve every seed). Endpoints are :data:`alignkit.eval.scoring.ENDPOINTS`.
 
 **Not evidence by design.** An arm cannot pass some endpoints whatever it answers: the base model never saw the
 study's ``END`` (``ends_with_end``, hence ``format`` and ``overall``, are 0% by construction), and the base in its
@@ -13,7 +13,7 @@ marked, and a contrast on them is descriptive, never tested.
 **Tests.** Each pre-registered contrast ``a->b:endpoint`` names its primary endpoint; the primaries that are
 evidence form one family, adjusted with Holm. Every other endpoint of a contrast is secondary, adjusted within
 that contrast's family with ``evaluation.correction``. The test, interval and minimum detectable difference
-are those of :mod:`alignkit.contrast_stats` (items the unit, seeds nested).
+are those of :mod:`alignkit.eval.contrast_stats` (items the unit, seeds nested).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from alignkit import contrast_stats, scoring, stats
+from alignkit import stats
+from alignkit.eval import contrast_stats, scoring
 from alignkit.config import FAMILIES, UNTRAINED_MODELS, parse_contrast
 
 #: Endpoints each untrained arm cannot pass (or cannot fail) by the way it is prompted, with the reason.

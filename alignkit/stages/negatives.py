@@ -36,7 +36,8 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from alignkit import files, records, scoring, template, world
+from alignkit import artifacts, files, schemas, template, world
+from alignkit.eval import scoring
 from alignkit.config import NEGATIVE_TYPES, ON_POLICY_METHODS, SEED_MIX
 from alignkit.runs import Run, execute_stage
 from alignkit.tinybase import ensure_base
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 STAGE = "03_negatives"
 
 #: Per type: a negative must fail at least one of ``fail`` and pass every one of ``pass`` (scored with the END it
-#: really has). A missing END is a defect only format and verbose negatives may carry (records.END_LESS_TYPES).
+#: really has). A missing END is a defect only format and verbose negatives may carry (schemas.END_LESS_TYPES).
 TYPE_RULES: dict[str, dict[str, tuple[str, ...]]] = {
     "refusal": {"fail": ("no_unwarranted_refusal",), "pass": ("ends_with_end",)},
     "format": {"fail": ("ends_with_end", "proper_structure", "no_rambling"), "pass": ()},
@@ -171,13 +172,13 @@ def candidates_for(example: Mapping[str, Any], answers: Mapping[str, Any], base:
 def answer_all(run: Run, rows: list[dict]) -> tuple[dict[str, dict], dict[str, dict]]:
     """SFT model: greedy + sampled answers per example; base model: greedy template continuation. Each output is
     kept as generated (``response`` before END, ``stopped``: END written). Models load one at a time."""
-    from alignkit import modeling, sft
+    from alignkit import modeling
     from alignkit.generation import GenerationConfig, generate
 
     cfg = run.config
     neg = cfg.negatives
     prompts = [template.prompt(r["instruction"]) for r in rows]
-    path, adapter = sft.sft_model(run)
+    path, adapter = artifacts.sft_model(run)
     with modeling.loaded(path, cfg.model, adapter=adapter) as handle:
         greedy = generate(handle.model, handle.tokenizer, prompts,
                           GenerationConfig(max_new_tokens=neg.max_new_tokens, batch_size=neg.batch_size),
@@ -335,8 +336,8 @@ def run(run: Run, force: bool = False) -> dict[str, Any]:
     model_path = run.output("02_sft_training", "model")
 
     def body(ctx) -> None:
-        rows = records.load_records(sft_path, "sft")
-        dev_rows = records.load_records(dev_path, "sft")
+        rows = schemas.load_records(sft_path, "sft")
+        dev_rows = schemas.load_records(dev_path, "sft")
         answers, base = answer_all(run, rows + dev_rows)
         total = math.ceil(max(cfg.pairs.min_pairs * 1.02, len(rows) * cfg.negatives.per_example))
         chosen, summary = negatives_for(cfg, rows, answers, base, total, 0, strict=True)

@@ -21,7 +21,7 @@ import logging
 import time
 from typing import Any
 
-from alignkit import files, records, template, world
+from alignkit import files, schemas, template, world
 from alignkit.runs import Run, execute_stage, is_main_process
 from alignkit.tinybase import ensure_base
 
@@ -159,30 +159,21 @@ def compare_samples(run: Run, base_path, model_dir, adapter, items: list[world.I
     return samples, {"end_emission_rate": rates, "n": len(items)}
 
 
-def sft_model(run: Run) -> tuple[Any, Any]:
-    """``(path, adapter)`` that loads the SFT model: the merged folder, or base + adapter for QLoRA."""
-    manifest = run.require(STAGE)
-    path = run.output(STAGE, "model")
-    if manifest["summary"]["saved"] == "adapter":
-        return ensure_base(run.config), path
-    return path, None
-
-
 def run(run: Run, force: bool = False) -> dict[str, Any]:
     """Execute stage 02 (cached); returns its manifest."""
     cfg = run.config
-    base_path = ensure_base(cfg)
-    sft_path = run.output("01_sft_data", "sft")
+    sft_path = run.output("01_sft_data", "sft")  # stage 01's outputs first: a missing stage fails before any build
     dev_path = run.output("01_sft_data", "dev_sft")
     eval_path = run.output("01_sft_data", "eval_items")
+    base_path = ensure_base(cfg)
     inputs = {"sft": sft_path, "dev_sft": dev_path, "eval_items": eval_path}
     if base_path.exists():
         inputs["base_model"] = base_path
 
     def body(ctx) -> None:
-        rows = records.load_records(sft_path, "sft")  # validated at the boundary, before any compute
-        dev_rows = records.load_records(dev_path, "sft")
-        eval_items = records.load_records(eval_path, "eval-items")
+        rows = schemas.load_records(sft_path, "sft")  # validated at the boundary, before any compute
+        dev_rows = schemas.load_records(dev_path, "sft")
+        eval_items = schemas.load_records(eval_path, "eval-items")
         summary = train(run, ctx, base_path, rows, dev_rows)
         if not is_main_process():  # other torchrun ranks only train
             return

@@ -21,11 +21,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import random
 from collections import Counter, defaultdict
 from typing import Any
 
-from alignkit import fewshot, files, records, template, world
+from alignkit import fewshot, files, schemas, template, world
 from alignkit.runs import Run, execute_stage
 from alignkit.tinybase import ensure_base
 
@@ -42,13 +41,14 @@ def acceptance(item: world.Item, response: str, stopped: bool) -> tuple[bool, st
     The family verifier decides where there is one; open-ended items must pass the evaluation's format,
     topic and length criteria (the same scorer as stage 06).
 
+    >>> import random
     >>> item = world.get_family("arithmetic").make_item("arithmetic:add:2:3", random.Random(0), "x")
     >>> acceptance(item, "5", True)
     (True, 'accepted')
     >>> acceptance(item, "6", True)[0]
     False
     """
-    from alignkit import scoring
+    from alignkit.eval import scoring
 
     if not stopped:
         return False, "no_stop"
@@ -67,6 +67,7 @@ def acceptance(item: world.Item, response: str, stopped: bool) -> tuple[bool, st
 def deduplicate(items: list[world.Item]) -> tuple[list[world.Item], int]:
     """Drop items whose instruction is a normalised or near duplicate of an earlier one.
 
+    >>> import random
     >>> rng = random.Random(0)
     >>> a = world.get_family("capitals").make_item("capitals:france", rng, "a")
     >>> kept, removed = deduplicate([a, a])
@@ -85,6 +86,7 @@ def balance(items: list[world.Item], n: int, families: tuple[str, ...]) -> list[
     """Take ``n`` items round-robin over families (in the given order), so family counts differ by at most
     one while every family has items left.
 
+    >>> import random
     >>> rng = random.Random(0)
     >>> xs = [world.get_family("capitals").make_item(k, rng, k) for k in world.get_family("capitals").keys()[:3]]
     >>> len(balance(xs, 2, ("capitals",)))
@@ -249,7 +251,7 @@ def run(run: Run, force: bool = False) -> dict[str, Any]:
                                ("eval-items", [i.to_record() for i in dev]),
                                ("eval-items", [i.to_record() for i in shots_pool])):
             for record in records_:
-                problems = records.check_record(kind, record)
+                problems = schemas.check_record(kind, record)
                 if problems:
                     raise RuntimeError(f"generated {kind} record {record['id']} is invalid: {problems}")
 

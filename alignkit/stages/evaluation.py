@@ -19,8 +19,8 @@ under every training seed. A model whose responses file is already complete for 
 generation settings is not generated again, so a killed run resumes from the models already written. DPO
 adapters are applied to exactly the weights they were trained on; the hash stage 05 recorded is checked first.
 
-Scoring (no model needed) runs :func:`alignkit.scoring.score_response` on every response; the statistics are
-:func:`alignkit.results.build_results`.
+Scoring (no model needed) runs :func:`alignkit.eval.scoring.score_response` on every response; the statistics are
+:func:`alignkit.eval.results.build_results`.
 
 Outputs in ``06_evaluation/``: ``responses_<arm>[_seed<N>].jsonl`` (+ ``.json`` sidecar: resume key and memory),
 ``responses.jsonl``, ``scores.jsonl``, ``results.json`` (the numbers and what they were computed from, as content
@@ -41,7 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from alignkit import fewshot, files, memory, modeling, records, results, scoring, template, world
+from alignkit import artifacts, fewshot, files, modeling, schemas, template, world
+from alignkit.eval import memory, results, scoring
 from alignkit.config import EVAL_MODELS, UNTRAINED_MODELS, StudyConfig, config_hash
 from alignkit.generation import GenerationConfig, generate
 from alignkit.runs import MANIFEST, Run, execute_stage, fingerprint_path, git_commit, library_versions
@@ -144,7 +145,6 @@ def check_dpo_initial_weights(name: str, weights: Path, recorded: str | None) ->
 def arms(run: Run) -> list[Arm]:
     """Every model of ``evaluation.models`` to evaluate, untrained arms once and trained ones per seed, with
     DPO weights verified."""
-    from alignkit import dpo, sft
     from alignkit.tinybase import ensure_base
 
     cfg = run.config
@@ -156,13 +156,13 @@ def arms(run: Run) -> list[Arm]:
             continue
         for view in run.seed_views():
             if name == "sft":
-                path, adapter = sft.sft_model(view)
+                path, adapter = artifacts.sft_model(view)
                 spec = ModelSpec(Path(path), Path(adapter) if adapter else None,
                                  quantize_4bit=adapter is not None and cfg.sft.method == "qlora")
             elif name in ("sft_dpo", "dpo_only"):
-                path, adapter = dpo.dpo_model(view, name)
+                path, adapter = artifacts.dpo_model(view, name)
                 if adapter is not None:
-                    summary = view.require(dpo.STAGE)["summary"]["runs"][name]
+                    summary = view.require(artifacts.DPO_STAGE)["summary"]["runs"][name]
                     check_dpo_initial_weights(name, Path(path), summary.get("initial_model_sha256"))
                 spec = ModelSpec(Path(path), Path(adapter) if adapter else None,
                                  quantize_4bit=adapter is not None and cfg.dpo.method == "qlora")
@@ -210,7 +210,7 @@ def resume_key(arm: Arm, prompts: Sequence[str], gen: GenerationConfig, cfg: Stu
         "model": arm.name, "seed": arm.seed, "path": str(spec.path),
         "adapter": str(spec.adapter) if spec.adapter else None, "prompt_style": spec.prompt_style,
         "quantize_4bit": spec.quantize_4bit, "sha256": spec.sha256, "generation": gen.to_dict(),
-        "model_config": dataclasses.asdict(cfg.model), "device": modeling.device_for(cfg.model),
+        "model_config": cfg.section("model"), "device": modeling.device_for(cfg.model),
         "prompts": files.sha256_text("\x00".join(prompts)),
     })
 
@@ -252,7 +252,7 @@ def completed_responses(out_dir: Path, arm: Arm, item_ids: Sequence[str], prompt
         return None
     if sidecar.get("key") != key or sidecar.get("sha256") != files.sha256_file(path):
         return None
-    rows, defects = records.validate_file(path, "responses")
+    rows, defects = schemas.validate_file(path, "responses")
     if defects or len(rows) != len(item_ids):
         return None
     for row, item_id, prompt in zip(rows, item_ids, prompts):
@@ -356,7 +356,7 @@ def combine_responses(out_dir: Path, keys: Sequence[str]) -> tuple[Path, list[di
     """Concatenate the per-arm files (in ``keys`` order) into ``out_dir/responses.jsonl``."""
     rows: list[dict[str, Any]] = []
     for key in keys:
-        rows.extend(records.load_records(responses_path(out_dir, key), "responses"))
+        rows.extend(schemas.load_records(responses_path(out_dir, key), "responses"))
     path = Path(out_dir) / "responses.jsonl"
     files.write_jsonl(path, rows)
     return path, rows
@@ -395,13 +395,16 @@ def provenance(run: Run, arm_list: Sequence[Arm], items_path: Path) -> dict[str,
     runs of the same study on one machine write the same bytes, and so does a refactoring that changes no result):
     items, models, each stage's output hashes, generation settings, prompts, seeds and security flags."""
     cfg = run.config
+    # Data files by content; model folders are left to run_info.json (their config files name the absolute path
+    # of the model they were trained from, so their hashes differ between two homes of the same study).
     stages = {label: None if manifest is None else {
-        "outputs": {n: manifest["outputs"][n]["sha256"] for n in names if n in manifest.get("outputs", {})}}
+        "outputs": {n: manifest["outputs"][n]["sha256"] for n in names
+                    if n in manifest.get("outputs", {}) and manifest["outputs"][n]["path"].endswith(".jsonl")}}
         for label, manifest, names in _stage_manifests(run)}
     return {
         "split": cfg.evaluation.split, "items_sha256": files.sha256_file(items_path),
         "models": {arm.key: {"arm": arm.name, "seed": arm.seed, "prompt_style": arm.spec.prompt_style,
-                             "quantize_4bit": arm.spec.quantize_4bit, "sha256": arm.spec.sha256} for arm in arm_list},
+                             "quantize_4bit": arm.spec.quantize_4bit} for arm in arm_list},
         "stages": stages,
         "generation": {style: generation_config(cfg, style).to_dict() for style in ("template", "fewshot")},
         "prompt_styles": {"template": "template.prompt(instruction) = 'Instruction: {instruction}\\nResponse:'",
@@ -421,8 +424,8 @@ def run_info(run: Run, arm_list: Sequence[Arm], items_path: Path, memory_block: 
 
     return {
         "run_id": run.run_id, "items_path": str(items_path),
-        "models": {arm.key: {"path": str(arm.spec.path), "adapter": str(arm.spec.adapter) if arm.spec.adapter else None}
-                   for arm in arm_list},
+        "models": {arm.key: {"path": str(arm.spec.path), "adapter": str(arm.spec.adapter) if arm.spec.adapter else None,
+                             "sha256": arm.spec.sha256} for arm in arm_list},
         "shared_stages": {label: (manifest.get("adopted_from") or {}).get("run_id")
                           for label, manifest, _names in _stage_manifests(run)
                           if manifest is not None and manifest.get("adopted_from")},
@@ -460,7 +463,7 @@ def clear_responses(out_dir: Path) -> None:
 
 def run(run: Run, force: bool = False) -> dict[str, Any]:
     """Execute stage 06 (cached); returns its manifest. The report is rendered from its results afterwards
-    (:func:`alignkit.report.build`; ``alignkit.stages.run_stage`` does both)."""
+    (:func:`alignkit.report.build`; ``alignkit.stages.registry.run_stage`` does both)."""
     cfg = run.config
     items_path = run.output("01_sft_data", SPLIT_OUTPUTS[cfg.evaluation.split])
     shots_path = run.output("01_sft_data", "fewshot_shots")
@@ -468,8 +471,8 @@ def run(run: Run, force: bool = False) -> dict[str, Any]:
     inputs = {"items": items_path, "fewshot_shots": shots_path, **model_inputs(arm_list)}
 
     def body(ctx) -> None:
-        items = [world.Item.from_record(r) for r in records.load_records(items_path, "eval-items")]
-        shots = [world.Item.from_record(r) for r in records.load_records(shots_path, "eval-items")]
+        items = [world.Item.from_record(r) for r in schemas.load_records(items_path, "eval-items")]
+        shots = [world.Item.from_record(r) for r in schemas.load_records(shots_path, "eval-items")]
         if ctx.force:
             clear_responses(ctx.dir)
         hashes = _input_hashes(ctx.dir, inputs)
