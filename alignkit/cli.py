@@ -105,7 +105,6 @@ def cmd_inspect_masks(args: argparse.Namespace) -> int:
     from alignkit import masks
     from alignkit.config import ModelSettings
     from alignkit.modeling import load_tokenizer
-
     from alignkit.schemas import load_records
 
     rows = load_records(args.data, "sft")  # FILE:LINE: field: problem for a malformed file, before any model
@@ -157,9 +156,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_stage(args: argparse.Namespace) -> int:
     """Run stages directly in this process (no notebooks): for scripts, torchrun and debugging."""
     from alignkit import runs
-    from alignkit.stages import registry
-
     from alignkit.lock import run_lock
+    from alignkit.stages import registry
 
     run = runs.open_run(args.preset, args.config_file, args.overrides, args.run_id)
     with run_lock(run.dir, f"alignkit stage --stages {args.stages}"):
@@ -274,9 +272,9 @@ def main(argv: list[str] | None = None) -> int:
         from alignkit.disk import DiskSpaceError
         from alignkit.files import WriteFailed
         from alignkit.lock import RunLockedError
-        from alignkit.schemas import InvalidInputError
         from alignkit.runner import NotebookFailed
         from alignkit.runs import StageInputError
+        from alignkit.schemas import InvalidInputError
 
         known = (NotebookFailed, StageInputError, FileNotFoundError, RunLockedError, WriteFailed, DiskSpaceError,
                  InvalidInputError)

@@ -23,11 +23,35 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, Discriminator, Field, Tag, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Discriminator,
+    Field,
+    Tag,
+    model_validator,
+)
 
-from alignkit.config_io import (Bool, ConfigError, Float, Int, Ints, Settings, Str, Strs, available_presets, build,
-                                config_hash, describe_keys, dump_yaml, layered, load_preset, load_user_yaml, merge,
-                                parse_overrides)
+from alignkit.config_io import (
+    Bool,
+    ConfigError,
+    Float,
+    Int,
+    Ints,
+    Settings,
+    Str,
+    Strs,
+    available_presets,
+    build,
+    config_hash,
+    describe_keys,
+    dump_yaml,
+    layered,
+    load_preset,
+    load_user_yaml,
+    merge,
+    parse_overrides,
+)
 
 __all__ = [
     "FAMILIES", "NEGATIVE_TYPES", "EVAL_MODELS", "UNTRAINED_MODELS", "CONTRASTS", "ENDPOINTS", "SEED_MIX",

@@ -49,7 +49,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alignkit.config import ConfigError, StudyConfig, TrainSettings, available_presets, resolve
+from alignkit.config import (
+    ConfigError,
+    StudyConfig,
+    TrainSettings,
+    available_presets,
+    resolve,
+)
 
 log = logging.getLogger(__name__)
 

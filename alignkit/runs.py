@@ -25,7 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from alignkit import files
-from alignkit.config import PER_SEED_STAGES, STAGE_MODULES, STAGE_SECTIONS, STAGES, ConfigError, StudyConfig, config_hash, resolve
+from alignkit.config import (
+    PER_SEED_STAGES,
+    STAGE_MODULES,
+    STAGE_SECTIONS,
+    STAGES,
+    ConfigError,
+    StudyConfig,
+    config_hash,
+    resolve,
+)
 
 log = logging.getLogger(__name__)
 

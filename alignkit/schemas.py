@@ -23,13 +23,32 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any, ClassVar, Literal, Optional
 
-from pydantic import ConfigDict, BeforeValidator, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from alignkit import jsonl, template
 from alignkit.config import FAMILIES, NEGATIVE_TYPES
-from alignkit.jsonl import (FILE_FIELD, LINE_FIELD, MAX_DEFECTS_IN_MESSAGE, MAX_DEFECTS_PRINTED, Defect,
-                            InvalidInputError, Record, StrictModel, at_least, excerpt, non_empty, refuse, rule,
-                            validate_object)
+from alignkit.jsonl import (
+    FILE_FIELD,
+    LINE_FIELD,
+    MAX_DEFECTS_IN_MESSAGE,
+    MAX_DEFECTS_PRINTED,
+    Defect,
+    InvalidInputError,
+    Record,
+    StrictModel,
+    at_least,
+    excerpt,
+    non_empty,
+    refuse,
+    rule,
+    validate_object,
+)
 
 #: The task families of the embedded world (one definition, in :mod:`alignkit.config`).
 KNOWN_FAMILIES: tuple[str, ...] = FAMILIES
@@ -277,7 +296,7 @@ class SFTExample(Record):
     @field_validator("generation")
     @classmethod
     def _response_generated(cls, value: Generation, info: ValidationInfo) -> Generation:
-        # Nothing invented (DESIGN §9): the stored response must be text the model actually generated.
+        # Nothing invented: the stored response must be text the model actually generated.
         response = info.data.get("response")
         if response is not None and response not in value.raw_output:
             raise refuse("not found in generation.raw_output; every SFT response must be text the model "

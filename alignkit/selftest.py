@@ -128,8 +128,8 @@ def measure_stages(cfg: StudyConfig, run_id: str = RUN_ID, stages: tuple[str, ..
     import torch
 
     from alignkit import modeling, plan
-    from alignkit.stages import registry
     from alignkit.runs import Run
+    from alignkit.stages import registry
 
     planned = plan.stage_peaks(plan.plan_steps(cfg, plan.model_shape(cfg)[0]))
     run = Run(run_id=run_id, config=cfg)
@@ -176,10 +176,10 @@ def command(args: argparse.Namespace) -> int:
         if reason:
             print(f"alignkit selftest --gpu: cannot start: {reason}", file=sys.stderr)
             return 2
+        import torch
+
         from alignkit import files, plan
         from alignkit.runs import Run
-
-        import torch
 
         print(f"GPU check: preset {cfg.preset} shrunk, {cfg.model.base} in {cfg.model.dtype}, SFT {cfg.sft.method}, "
               f"DPO {cfg.dpo.method}, on {torch.cuda.get_device_name(0)}")

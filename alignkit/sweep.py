@@ -36,7 +36,14 @@ from typing import Any
 import yaml
 
 from alignkit import files
-from alignkit.config import PER_SEED_STAGES, STAGE_SECTIONS, STAGES, ConfigError, parse_overrides, resolve
+from alignkit.config import (
+    PER_SEED_STAGES,
+    STAGE_SECTIONS,
+    STAGES,
+    ConfigError,
+    parse_overrides,
+    resolve,
+)
 from alignkit.runs import MANIFEST, Run, check_run_id, home, is_cached, reports_root
 
 log = logging.getLogger(__name__)
@@ -204,9 +211,9 @@ def describe_plan(summary: dict[str, Any]) -> str:
 
 def run_point(point: Point, preset: str, config_file: str | None, overrides: Sequence[str], force: bool) -> Run:
     """All six stages of one point, in this process (each stage under the run's lock, cached or shared)."""
-    from alignkit.stages import registry as stage_registry
     from alignkit.lock import run_lock
     from alignkit.runs import open_run
+    from alignkit.stages import registry as stage_registry
 
     run = open_run(preset, config_file, [*overrides, *point.overrides], point.run_id)
     with run_lock(run.dir, f"alignkit sweep point {point.name}"):

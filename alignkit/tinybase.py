@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from alignkit import fewshot, files, world
-from alignkit.generation import bars_off
 from alignkit.config import BaseBuildSettings, StudyConfig, config_hash
+from alignkit.generation import bars_off
 from alignkit.runs import fresh_dir, home, library_versions
 
 log = logging.getLogger(__name__)

@@ -11,9 +11,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 import alignkit  # noqa: E402,F401  (sets the threading policy before torch loads; subprocesses inherit it)
-import torch  # noqa: E402
 
 # In-process tests use one thread: results do not depend on it and timings stay stable beside the notebook
 # kernels and CLI subprocesses the tests start (those run with alignkit's policy, see alignkit.threads).

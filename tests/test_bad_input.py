@@ -20,8 +20,8 @@ import pytest
 # alignkit.training binds modeling's loaders by name when first imported: import it now, with the real ones, so
 # that no module imported while the fixture's guards are in place keeps a guard after the test.
 from alignkit import files, runs, template, training  # noqa: F401
-from alignkit.stages import dpo, sft
 from alignkit.schemas import InvalidInputError
+from alignkit.stages import dpo, sft
 
 SFT_ROW = {
     "id": "a", "family": "arithmetic", "instruction": "What is 2 plus 3?", "params": {"key": "arithmetic:add:2:3"},

@@ -13,7 +13,12 @@ import pytest
 from safetensors.numpy import save_file
 
 from alignkit import disk
-from alignkit.disk import DiskSpaceError, check_free_space, estimate_training, human_bytes
+from alignkit.disk import (
+    DiskSpaceError,
+    check_free_space,
+    estimate_training,
+    human_bytes,
+)
 
 GiB = 1024**3
 Usage = namedtuple("Usage", "total used free")

@@ -18,14 +18,22 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from alignkit import fewshot, files, modeling, report, schemas, template, world
-from alignkit.eval import memory, scoring
-from alignkit.stages import evaluation, sft_data
+from alignkit import (
+    artifacts,
+    fewshot,
+    files,
+    modeling,
+    report,
+    schemas,
+    template,
+    world,
+)
 from alignkit.config import CONTRASTS, EVAL_MODELS, resolve
-from alignkit.stages.evaluation import Arm, ModelSpec
+from alignkit.eval import memory, scoring
 from alignkit.generation import Generation, cut_at_stop
 from alignkit.runs import Run, StageInputError, fingerprint_path
-
+from alignkit.stages import evaluation, sft_data
+from alignkit.stages.evaluation import Arm, ModelSpec
 
 # --------------------------------------------------------------------------------------------------
 # Tiny models on disk
@@ -348,7 +356,7 @@ def fake_run(tiny_dirs, items, shots, tmp_path, monkeypatch) -> Run:
 
 
 def test_arms_untrained_once_trained_per_seed(fake_run) -> None:
-    arm_list = evaluation.arms(fake_run)
+    arm_list = artifacts.arms(fake_run)
     base = Path(fake_run.config.model.base).resolve()
     seed_dir = {s: fake_run.for_seed(s) for s in (0, 1)}
     sft = {s: v.stage_dir("02_sft_training") / "model" for s, v in seed_dir.items()}
@@ -366,7 +374,7 @@ def test_arms_untrained_once_trained_per_seed(fake_run) -> None:
         assert specs[f"sft_dpo_seed{s}"] == ModelSpec(sft[s], adapter[("sft_dpo", s)], "template")
         assert specs[f"dpo_only_seed{s}"] == ModelSpec(base, adapter[("dpo_only", s)], "template")
     # Each local weights folder and adapter once (the base serves base_fewshot, base and dpo_only).
-    assert sorted(evaluation.model_inputs(arm_list)) == [
+    assert sorted(artifacts.model_inputs(arm_list)) == [
         "base_fewshot_weights", "dpo_only_seed0_adapter", "dpo_only_seed1_adapter", "sft_dpo_seed0_adapter",
         "sft_dpo_seed1_adapter", "sft_seed0_weights", "sft_seed1_weights"]
 
@@ -374,14 +382,14 @@ def test_arms_untrained_once_trained_per_seed(fake_run) -> None:
 def test_arms_refuse_adapter_on_changed_weights(fake_run) -> None:
     config = fake_run.for_seed(1).stage_dir("02_sft_training") / "model" / "config.json"
     config.write_text(config.read_text() + "\n")
-    with pytest.raises(evaluation.ModelMismatchError, match=r"sft_dpo: .*initial_model_sha256"):
-        evaluation.arms(fake_run)
+    with pytest.raises(artifacts.ModelMismatchError, match=r"sft_dpo: .*initial_model_sha256"):
+        artifacts.arms(fake_run)
 
 
 def test_arms_need_every_seed_trained(fake_run) -> None:
     (fake_run.for_seed(1).stage_dir("05_dpo_training") / "manifest.json").unlink()
     with pytest.raises(StageInputError, match=r"05_dpo_training/seed1/manifest.json: missing or incomplete"):
-        evaluation.arms(fake_run)
+        artifacts.arms(fake_run)
 
 
 @pytest.mark.slow  # eight model loads, scoring, statistics and the report: a few seconds on an idle CPU

@@ -21,9 +21,9 @@ from collections import Counter
 import pytest
 
 from alignkit import config, schemas, template, world
+from alignkit.config import FAMILIES, NEGATIVE_TYPES, SEED_MIX
 from alignkit.eval import scoring
 from alignkit.stages import negatives
-from alignkit.config import FAMILIES, NEGATIVE_TYPES, SEED_MIX
 
 CAPITAL = world.Item("train-capitals-000", "capitals", "What is the capital of France?", "Paris",
                      {"key": "capitals:france", "asked": "capital", "country": "France", "capital": "Paris"})

@@ -81,8 +81,8 @@ def trainer(tiny_base: Path, tmp_path_factory):
     from trl import DPOConfig, DPOTrainer
 
     from alignkit import training
-    from alignkit.stages import dpo
     from alignkit.config import resolve
+    from alignkit.stages import dpo
 
     cfg = resolve("smoke", overrides=[f"model.base={tiny_base}", "model.device=cpu", "dpo.method=lora",
                                       "dpo.max_length=128", "dpo.batch_size=2", "dpo.lora_r=4", "dpo.lora_alpha=8"])

@@ -168,7 +168,9 @@ def _fresh_home_with_models(smoke_env: Path, name: str) -> Path:
 def test_two_fresh_runs_write_byte_identical_results_and_data(smoke_run, smoke_env):
     """The same study again in a fresh home (same run id, in-process stages instead of notebooks): results.json
     and every data file of stages 01, 03 and 04 are the same bytes."""
-    from repro_digest import digest  # tests/ is on sys.path (rootdir-relative test modules)
+    from repro_digest import (
+        digest,  # tests/ is on sys.path (rootdir-relative test modules)
+    )
 
     run_dir, _, _ = smoke_run
     home = _fresh_home_with_models(smoke_env, "again")

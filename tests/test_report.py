@@ -18,8 +18,14 @@ from pathlib import Path
 import pytest
 
 from alignkit import files, report
+from alignkit.config import (
+    CONTRASTS,
+    EVAL_MODELS,
+    UNTRAINED_MODELS,
+    parse_contrast,
+    resolve,
+)
 from alignkit.eval import results, scoring
-from alignkit.config import CONTRASTS, EVAL_MODELS, UNTRAINED_MODELS, parse_contrast, resolve
 from alignkit.report import examples as report_examples
 from alignkit.report import tables
 from alignkit.report.text import endpoint_label, significance_mark

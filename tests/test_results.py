@@ -15,8 +15,8 @@ import re
 import numpy as np
 import pytest
 
-from alignkit.eval import contrast_stats, results, scoring
 from alignkit.config import CONTRASTS, EVAL_MODELS
+from alignkit.eval import contrast_stats, results, scoring
 
 T, F = True, False
 

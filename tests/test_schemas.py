@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from alignkit import schemas
+from alignkit import artifacts, schemas
 from alignkit.config import NEGATIVE_TYPES
 from alignkit.schemas import Defect, InvalidInputError
 
@@ -833,9 +833,9 @@ def written() -> dict[str, list[dict[str, Any]]]:
                                                       {row["id"]: row for row in sft_rows}, scored, 512, "pair")
     for index, pair in enumerate(pair_rows):
         pair["margin"] = round(0.5 - index * 0.125, 4)  # as stage 04 sets it from the log-probabilities
-    arms = [evaluation.Arm("base", None, evaluation.ModelSpec(Path("."))),
-            evaluation.Arm("base_fewshot", None, evaluation.ModelSpec(Path("."), None, "fewshot")),
-            evaluation.Arm("sft", 0, evaluation.ModelSpec(Path(".")))]
+    arms = [artifacts.Arm("base", None, artifacts.ModelSpec(Path("."))),
+            artifacts.Arm("base_fewshot", None, artifacts.ModelSpec(Path("."), None, "fewshot")),
+            artifacts.Arm("sft", 0, artifacts.ModelSpec(Path(".")))]
     gens = [Generation("Instruction: x\nResponse:", " Paris\nEND", "Paris", True, "\nEND", 9, 3),
             Generation("Q: x\nA:", " Paris\n\nQ: next", "Paris", True, "\n\n", 4, 5),
             Generation("Instruction: x\nResponse:", " Paris is nice and", "Paris is nice and", False, None, 9, 6)]

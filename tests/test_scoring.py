@@ -2,7 +2,7 @@
 repetition measures with values computed by hand (arithmetic in the comments), agreement with the labelled
 fixtures in tests/data/scorer_fixtures.jsonl, and the ``alignkit score`` file round trip.
 
-The fixture labels were written by hand, case by case, from the criterion definitions in DESIGN.md §6 and
+The fixture labels were written by hand, case by case, from the criterion definitions in
 alignkit/eval/scoring.py's docstring; they are not produced by the scorer. Labelling policy for ``coherent``: a
 response is coherent when a reader would call it readable language; token soup (mostly non-words or symbol
 junk) and verbatim loops (the same word or phrase three or more times in a row) are not.
@@ -19,11 +19,9 @@ from typing import Any
 import pytest
 
 from alignkit import files, schemas, template, world
-from alignkit.eval import scoring
-from alignkit.eval.scoring import (
+from alignkit.eval import checks, scoring
+from alignkit.eval.checks import (
     COHERENCE_THRESHOLD,
-    CRITERIA,
-    ENDPOINTS,
     answer_segment,
     coherence,
     coherence_parts,
@@ -32,11 +30,15 @@ from alignkit.eval.scoring import (
     mentions_topic,
     repetition,
     run_on,
+    template_residue,
+    word_count,
+)
+from alignkit.eval.scoring import (
+    CRITERIA,
+    ENDPOINTS,
     score_file,
     score_record,
     score_response,
-    template_residue,
-    word_count,
 )
 from alignkit.world.text import _word_count
 
@@ -150,7 +152,7 @@ def test_run_on(response, short, reasons):
 
 def test_short_answer_families_come_from_length_bounds():
     # max words 15/12/12/12 -> short; list 25, constraint 30, open_ended 40 -> not short.
-    short = [name for name in world.FAMILY_NAMES if scoring._is_short_answer(world.get_family(name))]
+    short = [name for name in world.FAMILY_NAMES if checks.is_short_answer(world.get_family(name))]
     assert short == ["arithmetic", "capitals", "word_transform", "comparison"]
 
 
@@ -181,7 +183,7 @@ def test_repetition_threshold_a_sentence_said_twice_is_a_loop_a_reused_phrase_is
     # 14 words -> 12 trigrams; the second copy's 5 inner trigrams repeat -> 5/12 = 0.417: above 0.25.
     assert repetition(once) == pytest.approx(5 / 12)
     assert run_on(once, short_answer=False) == ["repetition"]
-    assert repetition("The sea is blue and the sea is deep.") <= scoring.REPETITION_THRESHOLD
+    assert repetition("The sea is blue and the sea is deep.") <= checks.REPETITION_THRESHOLD
 
 
 # ---------------------------------------------------------------------------------------------- refusals
@@ -238,8 +240,8 @@ def test_refusal_phrase_in_first_sentence_counts_even_if_an_answer_follows():
 
 
 def test_refusal_patterns_are_compiled_regexes():
-    assert scoring.REFUSAL_PATTERNS
-    assert all(hasattr(pattern, "search") for pattern in scoring.REFUSAL_PATTERNS)
+    assert checks.REFUSAL_PATTERNS
+    assert all(hasattr(pattern, "search") for pattern in checks.REFUSAL_PATTERNS)
 
 
 # ---------------------------------------------------------------------------------------------- coherence

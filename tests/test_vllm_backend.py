@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 import pytest
 import torch
-
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from alignkit import template, tinybase, world

@@ -24,9 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from alignkit import stats
-from alignkit.eval import contrast_stats, scoring
 from alignkit.config import FAMILIES, UNTRAINED_MODELS, parse_contrast
+from alignkit.eval import contrast_stats, scoring, stats
 
 #: Endpoints each untrained arm cannot pass (or cannot fail) by the way it is prompted, with the reason.
 BY_DESIGN: dict[str, dict[str, str]] = {

@@ -20,11 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from alignkit import files
-from alignkit.eval import scoring
 from alignkit.config import STAGES
+from alignkit.eval import scoring
 from alignkit.report import examples as examples_module
 from alignkit.report import figures, qc, tables
-from alignkit.report.tables import contrasts_frame, examples_frame, family_frame, memory_frame, rates_frame
+from alignkit.report.tables import (
+    contrasts_frame,
+    examples_frame,
+    family_frame,
+    memory_frame,
+    rates_frame,
+)
 from alignkit.report.text import endpoint_label, model_description
 from alignkit.runs import Run, StageInputError
 

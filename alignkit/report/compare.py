@@ -14,8 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from alignkit import files, stats
-from alignkit.eval import contrast_stats
+from alignkit import files
+from alignkit.eval import contrast_stats, stats
 from alignkit.eval.results import outcome_table, verdict
 from alignkit.runs import MANIFEST, home, reports_root
 

@@ -5,8 +5,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from alignkit.report.text import (endpoint_label, fixed, fmt_p, model_description, model_rank, pct, pts, rate_text,
-                                  significance_mark, tint)
+from alignkit.report.text import (
+    endpoint_label,
+    fixed,
+    fmt_p,
+    model_description,
+    model_rank,
+    pct,
+    pts,
+    rate_text,
+    significance_mark,
+    tint,
+)
 
 CONTRAST_COLUMNS = ("contrast", "endpoint", "role", "rate a", "rate b", "diff (pts)", "95% CI (pts)",
                     "MDE (pts)", "p", "p adjusted", "verdict")

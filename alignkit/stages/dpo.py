@@ -160,9 +160,18 @@ def train_one(run: Run, ctx, name: str, init: tuple[Path, Path | None], pairs: l
     from trl import DPOConfig, DPOTrainer
 
     from alignkit.config import config_hash
-    from alignkit.training import (check_disk, load_trainable, log_history, peft_config, prepare_checkpoints,
-                                   progress_callback, quiet_trainer, record_rank, save_trained,
-                                   trainer_kwargs)
+    from alignkit.training import (
+        check_disk,
+        load_trainable,
+        log_history,
+        peft_config,
+        prepare_checkpoints,
+        progress_callback,
+        quiet_trainer,
+        record_rank,
+        save_trained,
+        trainer_kwargs,
+    )
 
     cfg = run.config
     dpo = cfg.dpo

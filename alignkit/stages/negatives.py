@@ -37,8 +37,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from alignkit import artifacts, files, schemas, template, world
-from alignkit.eval import scoring
 from alignkit.config import NEGATIVE_TYPES, ON_POLICY_METHODS, SEED_MIX
+from alignkit.eval import scoring
 from alignkit.runs import Run, execute_stage
 from alignkit.tinybase import ensure_base
 

@@ -84,9 +84,18 @@ def train(run: Run, ctx, base_path, rows: list[dict], dev_rows: list[dict]) -> d
 
     from alignkit.config import config_hash
     from alignkit.runs import is_main_process
-    from alignkit.training import (check_disk, load_trainable, log_history, peft_config, prepare_checkpoints,
-                                   progress_callback, quiet_trainer, record_rank, save_trained,
-                                   trainer_kwargs)
+    from alignkit.training import (
+        check_disk,
+        load_trainable,
+        log_history,
+        peft_config,
+        prepare_checkpoints,
+        progress_callback,
+        quiet_trainer,
+        record_rank,
+        save_trained,
+        trainer_kwargs,
+    )
 
     cfg = run.config
     train_cfg = cfg.sft

@@ -88,15 +88,16 @@ def child(folders: list[Path], n_prompts: int, max_new_tokens: int, out_dir: Pat
     import resource
 
     from alignkit import world
-    from alignkit.stages import evaluation
+    from alignkit.artifacts import Arm, ModelSpec
     from alignkit.config import resolve
+    from alignkit.stages import evaluation
 
     cfg = resolve("smoke", overrides=[f"model.base={folders[0]}", "model.device=cpu",
                                       f"evaluation.max_new_tokens={max_new_tokens}", "evaluation.batch_size=8"])
     items = world.heldout_items(0, n_prompts)
-    specs = {f"m{i}": evaluation.ModelSpec(folder) for i, folder in enumerate(folders)}
+    arm_list = [Arm(f"m{i}", None, ModelSpec(folder)) for i, folder in enumerate(folders)]
     started = time.monotonic()
-    memory = evaluation.generate_responses(specs, items, cfg, out_dir, progress=False)
+    memory = evaluation.generate_responses(arm_list, items, [], cfg, out_dir, progress=False)
     print(json.dumps({
         "models": len(folders), "seconds": round(time.monotonic() - started, 1),
         "ru_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

@@ -24,8 +24,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import alignkit  # noqa: E402,F401  (its CPU threading policy must be in place before torch loads)
-
 import torch  # noqa: E402
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
 from transformers import (  # noqa: E402
@@ -36,6 +34,7 @@ from transformers import (  # noqa: E402
     PreTrainedTokenizerFast,
 )
 
+import alignkit  # noqa: E402,F401  (its CPU threading policy must be in place before torch loads)
 from alignkit import template  # noqa: E402
 from alignkit.generation import GenerationConfig, generate  # noqa: E402
 
