@@ -432,9 +432,13 @@ def test_qlora_sft_then_dpo_continuing_the_adapter_against_its_frozen_copy(stand
     assert keep_4bit_weights_trainable(model) == 14  # 7 projections x 2 layers
     ref = {n: p for n, p in model.named_parameters() if ".ref." in n}
     assert ref and not any(p.requires_grad for p in ref.values())
-    def ref_holds(adapter: dict) -> bool:
-        return all(next(p for n, p in ref.items() if n.endswith(name.replace(".weight", ".ref.weight")))
-                   .detach().cpu().equal(value) for name, value in adapter.items())
+
+    def ref_holds(adapter: dict, frozen: dict = ref) -> bool:  # bound now: `ref` is deleted further down
+        for name, value in adapter.items():
+            key = next(n for n in frozen if n.endswith(name.replace(".weight", ".ref.weight")))
+            if not frozen[key].detach().cpu().equal(value):
+                return False
+        return True
 
     assert ref_holds(sft_adapter)  # the frozen copy is exactly the SFT adapter
     # Stage 05's reference check passes, and fails when the reference is the bare 4-bit base instead (the ref
