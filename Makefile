@@ -37,7 +37,7 @@ test-fast: setup
 ## The GPU check to run first on a pod: qwen2.5-0.5b shrunk to a few steps per stage, bf16 + QLoRA, peak CUDA
 ## memory of every stage against `alignkit plan`; refuses clearly without a GPU
 gpu-check: setup
-	$(VENV)/bin/python -m alignkit.selftest --gpu
+	$(VENV)/bin/python -m alignkit selftest --gpu
 
 ## The README's measured table, printed from the last run's manifests and results.json
 readme-numbers: setup

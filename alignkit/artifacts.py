@@ -13,7 +13,7 @@ from typing import Literal
 
 from alignkit.config import EVAL_MODELS, UNTRAINED_MODELS
 from alignkit.runs import Run, fingerprint_path
-from alignkit.tinybase import ensure_base
+from alignkit.world.tinybase import ensure_base
 
 log = logging.getLogger(__name__)
 

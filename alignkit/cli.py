@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -56,8 +57,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:
-    from alignkit.config import dump_yaml
+    from alignkit.config import dump_yaml, help_keys
 
+    if args.help_keys:  # what every key means, its type and default: no preset needed
+        print(help_keys())
+        return 0
     print(dump_yaml(_resolve(args)), end="")
     return 0
 
@@ -70,8 +74,9 @@ def cmd_config_presets(_args: argparse.Namespace) -> int:
 
 
 def cmd_build_base(args: argparse.Namespace) -> int:
-    from alignkit import files, tinybase
+    from alignkit import files
     from alignkit.config import EMBEDDED_BASES
+    from alignkit.world import tinybase
 
     cfg = _resolve(args)
     if not cfg.embedded_base:
@@ -187,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="config_command", required=True)
     show = config_sub.add_parser("show", help="print the resolved config as YAML")
     _add_config_args(show)
+    show.add_argument("--help-keys", action="store_true",
+                      help="list every config key with its type, default and a one-line help")
     show.set_defaults(func=cmd_config_show)
     config_sub.add_parser("presets", help="list the shipped presets").set_defaults(func=cmd_config_presets)
 
@@ -225,8 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor.add_arguments(doctor_parser)
     doctor_parser.set_defaults(func=cmd_doctor)
-    plan.register(sub)
-    selftest.register(sub)
+    for name, module, help_ in (
+            ("plan", plan, "estimate the peak GPU memory of every stage of a preset"),
+            ("selftest", selftest, "the GPU check: the whole study, tiny, measured against the plan")):
+        command = sub.add_parser(name, help=help_)
+        module.add_arguments(command)
+        command.set_defaults(func=module.command)
 
     summary = sub.add_parser("summary", help="what a finished run measured, as the README's Markdown table")
     _add_config_args(summary)
@@ -265,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     threads.log_once()
     try:
         return args.func(args)
+    except BrokenPipeError:  # `alignkit ... | head`: the reader left; not an error of ours
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps Python's exit-time flush from raising again
+        return 0
     except ConfigError as error:
         print(f"alignkit: config error: {error}", file=sys.stderr)
         return 2

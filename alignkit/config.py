@@ -23,14 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    Discriminator,
-    Field,
-    Tag,
-    model_validator,
-)
+from pydantic import BaseModel, BeforeValidator, Discriminator, Field, Tag, model_validator
 
 from alignkit.config_io import (
     Bool,
@@ -108,7 +101,7 @@ ON_POLICY_METHODS = ("sft_greedy", "sft_sample")
 #: Stages that run once per training seed (``<stage>/seed<N>/``): SFT, its negatives and pairs, DPO. Stage 01's
 #: data (made by the base model) and stage 06 (every seed's models, pooled) are shared by all seeds.
 PER_SEED_STAGES = ("02_sft_training", "03_negatives", "04_preference_pairs", "05_dpo_training")
-#: Built-in base-model names: alignkit builds these itself (see :mod:`alignkit.tinybase`).
+#: Built-in base-model names: alignkit builds these itself (see :mod:`alignkit.world.tinybase`).
 EMBEDDED_BASES = ("tiny-base", "smoke-base")
 
 

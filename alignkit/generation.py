@@ -33,18 +33,18 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class GenerationConfig:
+class GenerationSettings:
     """Sampling parameters of one generation run; :meth:`to_dict` is what outputs record.
 
     ``temperature``, ``top_p`` and ``top_k`` only apply when ``do_sample`` is true (``top_k=0`` means no
     top-k cut). A list of stop strings is accepted and stored as a tuple.
 
-    >>> GenerationConfig(max_new_tokens=8).to_dict()["stop_strings"]
+    >>> GenerationSettings(max_new_tokens=8).to_dict()["stop_strings"]
     ['\\nEND']
-    >>> GenerationConfig(top_p=0)
+    >>> GenerationSettings(top_p=0)
     Traceback (most recent call last):
     ...
-    ValueError: GenerationConfig.top_p must be a number in (0, 1], got 0
+    ValueError: GenerationSettings.top_p must be a number in (0, 1], got 0
     """
 
     max_new_tokens: int = 64
@@ -60,32 +60,32 @@ class GenerationConfig:
         for name in ("max_new_tokens", "batch_size"):
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
-                raise ValueError(f"GenerationConfig.{name} must be a positive integer, got {value!r}")
+                raise ValueError(f"GenerationSettings.{name} must be a positive integer, got {value!r}")
         for name in ("top_k", "seed"):
             value = getattr(self, name)
             if not _is_int(value) or value < 0:
-                raise ValueError(f"GenerationConfig.{name} must be an integer >= 0, got {value!r}")
+                raise ValueError(f"GenerationSettings.{name} must be an integer >= 0, got {value!r}")
         if not isinstance(self.do_sample, bool):
-            raise ValueError(f"GenerationConfig.do_sample must be true or false, got {self.do_sample!r}")
+            raise ValueError(f"GenerationSettings.do_sample must be true or false, got {self.do_sample!r}")
         if not _is_real(self.temperature) or not self.temperature > 0:
-            raise ValueError(f"GenerationConfig.temperature must be a number > 0, got {self.temperature!r}")
+            raise ValueError(f"GenerationSettings.temperature must be a number > 0, got {self.temperature!r}")
         if not _is_real(self.top_p) or not 0 < self.top_p <= 1:
-            raise ValueError(f"GenerationConfig.top_p must be a number in (0, 1], got {self.top_p!r}")
+            raise ValueError(f"GenerationSettings.top_p must be a number in (0, 1], got {self.top_p!r}")
         stops = self.stop_strings
         if isinstance(stops, str):
             # A bare string would silently become one stop per character.
             raise ValueError(
-                f"GenerationConfig.stop_strings must be a list of strings, got the single string {stops!r}; "
+                f"GenerationSettings.stop_strings must be a list of strings, got the single string {stops!r}; "
                 f"write [{stops!r}]"
             )
         if isinstance(stops, list):
             stops = tuple(stops)
             object.__setattr__(self, "stop_strings", stops)
         if not isinstance(stops, tuple) or not stops:
-            raise ValueError(f"GenerationConfig.stop_strings must be a non-empty list of strings, got {stops!r}")
+            raise ValueError(f"GenerationSettings.stop_strings must be a non-empty list of strings, got {stops!r}")
         for stop in stops:
             if not isinstance(stop, str) or not stop:
-                raise ValueError(f"GenerationConfig.stop_strings must hold non-empty strings, got {stop!r}")
+                raise ValueError(f"GenerationSettings.stop_strings must hold non-empty strings, got {stop!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """The parameters as JSON-ready values (stop strings as a list)."""
@@ -268,7 +268,7 @@ def _pad_id(tokenizer: Any, eos_ids: set[int]) -> int:
     return 0
 
 
-def _hf_generation_config(config: GenerationConfig, pad_id: int, eos_ids: set[int]) -> transformers.GenerationConfig:
+def _hf_generation_config(config: GenerationSettings, pad_id: int, eos_ids: set[int]) -> transformers.GenerationConfig:
     """Our parameters as a transformers config, set explicitly so the model's own generation_config.json
     (e.g. sampling on, a repetition penalty, a minimum length) cannot change what the study ran."""
     kwargs: dict[str, Any] = dict(
@@ -325,7 +325,7 @@ def generate(
     model: Any,
     tokenizer: Any,
     prompts: Sequence[str],
-    config: GenerationConfig,
+    config: GenerationSettings,
     *,
     desc: str = "generating",
     progress: bool = True,

@@ -1,7 +1,7 @@
 """``alignkit plan``: the peak GPU memory of every stage of a preset, estimated from the model's shape.
 
     alignkit plan --preset qwen2.5-7b-qlora --gpu-memory 80
-    python -m alignkit.plan --preset all --gpu-memory 24
+    alignkit plan --preset all --gpu-memory 24
 
 The shape (layers ``L``, hidden ``h``, intermediate ``I``, query width ``q`` = heads x head_dim, key/value width
 ``kv`` = kv_heads x head_dim, vocabulary ``V``, tied embeddings) comes from the base model's ``config.json`` (a local
@@ -422,21 +422,3 @@ def command(args: argparse.Namespace) -> int:
         print(f"alignkit plan: config error: {error}", file=sys.stderr)
         return 2
     return 0 if fits else 1
-
-
-def register(subparsers) -> argparse.ArgumentParser:
-    """Add ``plan`` to an argparse subparsers object (``func`` returns the exit code)."""
-    parser = subparsers.add_parser("plan", help="estimate the peak GPU memory of every stage of a preset")
-    add_arguments(parser)
-    parser.set_defaults(func=command)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="alignkit plan", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return command(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

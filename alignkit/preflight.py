@@ -24,7 +24,7 @@ def check_model(cfg: StudyConfig) -> None:
     """The base model exists and is a causal LM base (an embedded one is built by stage 01 if needed)."""
     if cfg.embedded_base:
         return
-    from alignkit.tinybase import external_base
+    from alignkit.world.tinybase import external_base
 
     external_base(cfg)  # ConfigError naming model.base and the fix
 

@@ -49,6 +49,15 @@ from alignkit.jsonl import (
     rule,
     validate_object,
 )
+from alignkit.record_text import (
+    has_literal_newline_escape,
+    instruction_problems,
+    negative_response_problems,
+    pair_completion_problems,
+    pair_prompt_problems,
+    response_problems,
+    text_basics,
+)
 
 #: The task families of the embedded world (one definition, in :mod:`alignkit.config`).
 KNOWN_FAMILIES: tuple[str, ...] = FAMILIES
@@ -57,147 +66,6 @@ OPEN_ENDED_FAMILY = "open_ended"
 #: Negative types whose defect may be the missing END: a format or verbose negative is kept exactly as the model
 #: produced it, run-on included, cut at the token limit when it never wrote END.
 END_LESS_TYPES = ("format", "verbose")
-
-# ---------- Pure text checks: each returns the problems of one text (empty list: none) -----------
-
-
-def has_literal_newline_escape(text: str) -> bool:
-    """Whether ``text`` contains a backslash followed by ``n``: an escaped newline never unescaped.
-
-    Such text trains a model to write the two characters ``\\`` ``n`` instead of a line break.
-
-    >>> has_literal_newline_escape("line one\\\\nline two")
-    True
-    >>> has_literal_newline_escape("line one\\nline two")
-    False
-    """
-    return "\\n" in text
-
-
-_LITERAL_NEWLINE_PROBLEM = (
-    "contains a literal backslash-n (the two characters '\\' and 'n'); "
-    "unescape it to a real newline or remove it"
-)
-_END = template.STOP_STRING
-
-
-def _tag_problems(text: str) -> list[str]:
-    return [f"contains the template tag {tag!r}; the template adds tags, the text must not contain them"
-            for tag in template.TEMPLATE_TAGS if tag in text]
-
-
-def _text_basics(text: str) -> list[str]:
-    """Problems shared by every free-text field: empty, unstripped, literal backslash-n."""
-    if not text.strip():
-        return ["empty; expected non-empty text"]
-    problems = []
-    if text != text.strip():
-        problems.append("has leading or trailing whitespace; expected it stripped")
-    if has_literal_newline_escape(text):
-        problems.append(_LITERAL_NEWLINE_PROBLEM)
-    return problems
-
-
-def instruction_problems(text: str) -> list[str]:
-    """What is wrong with ``text`` as an instruction: one stripped line without template tags or literal \\\\n.
-
-    >>> instruction_problems("Add 2 and 3.")
-    []
-    >>> [problem.split(";")[0] for problem in instruction_problems("Add 2 and 3.\\nResponse: 5")]
-    ['contains a newline', "contains the template tag 'Response:'"]
-    """
-    problems = _text_basics(text)
-    if not text.strip():
-        return problems
-    if "\n" in text.strip() or "\r" in text.strip():
-        problems.append("contains a newline; an instruction is a single line")
-    return problems + _tag_problems(text)
-
-
-def response_problems(text: str) -> list[str]:
-    """What is wrong with ``text`` as a chosen/SFT response: stripped, non-empty, no tags, END or literal \\\\n.
-
-    >>> response_problems("5")
-    []
-    >>> response_problems("5\\nEND")
-    ["contains '\\\\nEND'; the template adds the END marker, the response must not contain it"]
-    """
-    problems = _text_basics(text)
-    if not text.strip():
-        return problems
-    problems += _tag_problems(text)
-    if _END in text:
-        problems.append(f"contains {_END!r}; the template adds the END marker, the response must not contain it")
-    return problems
-
-
-def _negative_response_problems(text: str) -> list[str]:
-    """Negatives may carry template residue on purpose (``format`` negatives): only the basics, and no END line
-    (generation stops at the first one, so no model output has text after it)."""
-    problems = _text_basics(text)
-    if _END in text:
-        problems.append(f"contains {_END!r}; generation stops at END, and the completion adds it "
-                        "when the model wrote it (emitted_end)")
-    return problems
-
-
-_PROMPT_HEAD = template.INSTRUCTION_TAG + " "
-_PROMPT_TAIL = "\n" + template.RESPONSE_TAG
-
-
-def _pair_prompt_problems(text: str) -> list[str]:
-    """A pair's prompt must be one built by ``template.prompt``.
-
-    >>> _pair_prompt_problems("Instruction: Add 2 and 3.\\nResponse:")
-    []
-    """
-    problems = []
-    if not text.startswith(_PROMPT_HEAD):
-        problems.append(f"must start with {_PROMPT_HEAD!r}; got {excerpt(text[:40])}")
-    if not text.endswith(_PROMPT_TAIL):
-        problems.append(f"must end with {_PROMPT_TAIL!r}; got {excerpt(text[-40:])}")
-    if not problems and not text[len(_PROMPT_HEAD) : -len(_PROMPT_TAIL)].strip():
-        problems.append("has an empty instruction")
-    if has_literal_newline_escape(text):
-        problems.append(_LITERAL_NEWLINE_PROBLEM)
-    return problems
-
-
-def _pair_completion_problems(text: str, allow_tags: bool = False, allow_no_end: bool = False) -> list[str]:
-    """A pair's chosen/rejected must be one built by ``template.completion``: ``" {response}\\nEND"``.
-
-    ``allow_tags`` is for ``rejected``: a ``format`` negative leaks template text on purpose. ``allow_no_end`` is
-    for the rejected side of :data:`END_LESS_TYPES`: ``" {text}"`` as generated, without END anywhere.
-
-    >>> _pair_completion_problems(" 5\\nEND")
-    []
-    >>> _pair_completion_problems("5")
-    ["must start with ' ' (template.completion adds one space)", "must end with '\\\\nEND'"]
-    """
-    problems = []
-    if not text.startswith(" "):
-        problems.append("must start with ' ' (template.completion adds one space)")
-    if allow_no_end and not text.endswith(_END):
-        if _END in text:
-            problems.append(f"contains {_END!r} but does not end with it; generation stops there")
-        if not text.strip():
-            problems.append("empty response after ' '")
-        if has_literal_newline_escape(text):
-            problems.append(_LITERAL_NEWLINE_PROBLEM)
-        return problems
-    if not text.endswith(_END):
-        problems.append(f"must end with {_END!r}")
-    if problems:
-        return problems + ([_LITERAL_NEWLINE_PROBLEM] if has_literal_newline_escape(text) else [])
-    body = text[1 : -len(_END)]
-    if not body.strip():
-        problems.append(f"empty response between ' ' and {_END!r}")
-    if _END in body:
-        problems.append(f"contains {_END!r} before its end; generation stops at the first END")
-    if has_literal_newline_escape(text):
-        problems.append(_LITERAL_NEWLINE_PROBLEM)
-    return problems + ([] if allow_tags else _tag_problems(body))
-
 
 # ---------- Field types: pydantic types whose validators raise alignkit's own problems -----------
 
@@ -212,7 +80,7 @@ def _seed(value: Any) -> Any:
     return value
 
 
-Text = Annotated[str, rule(_text_basics)]
+Text = Annotated[str, rule(text_basics)]
 Instruction = Annotated[str, rule(instruction_problems)]
 Family = Literal[KNOWN_FAMILIES]  # type: ignore[valid-type]
 NegativeType = Literal[NEGATIVE_TYPES]  # type: ignore[valid-type]
@@ -316,7 +184,7 @@ class Negative(Record):
     emitted_end: bool  # before ``type``: the type's END rule reports on it and leaves it to the completion check
     type: NegativeType
     method: Text
-    response: Annotated[str, rule(_negative_response_problems)]
+    response: Annotated[str, rule(negative_response_problems)]
     completion: str
     failed_criteria: Annotated[list[CriterionName], rule(
         lambda names: [] if names else ["empty list; expected the names of the criteria this negative fails"])]
@@ -351,8 +219,8 @@ class PreferencePair(Record):
     sft_id: Text
     family: Family
     negative_type: NegativeType
-    prompt: Annotated[str, rule(_pair_prompt_problems)]
-    chosen: Annotated[str, rule(_pair_completion_problems)]
+    prompt: Annotated[str, rule(pair_prompt_problems)]
+    chosen: Annotated[str, rule(pair_completion_problems)]
     rejected: str
     chosen_source: Text
     margin: Optional[float]
@@ -365,7 +233,7 @@ class PreferencePair(Record):
     @classmethod
     def _rejected(cls, value: str, info: ValidationInfo) -> str:
         no_end = info.data.get("negative_type") in END_LESS_TYPES
-        problems = _pair_completion_problems(value, allow_tags=True, allow_no_end=no_end)
+        problems = pair_completion_problems(value, allow_tags=True, allow_no_end=no_end)
         chosen = info.data.get("chosen")
         if not problems and chosen is not None and chosen.strip() == value.strip():
             problems = ["identical to chosen; a preference pair needs two different responses"]

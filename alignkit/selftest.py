@@ -1,7 +1,7 @@
 """``alignkit selftest --gpu``: the first command to run on a GPU pod; the whole study, tiny, against the plan.
 
-    make gpu-check                                 (= python -m alignkit.selftest --gpu)
-    python -m alignkit.selftest --gpu [--preset qwen2.5-0.5b] [-p KEY=VALUE ...]
+    make gpu-check                                 (= alignkit selftest --gpu)
+    alignkit selftest --gpu [--preset qwen2.5-0.5b] [-p KEY=VALUE ...]
 
 Runs all six stages in this process on the ``qwen2.5-0.5b`` preset shrunk by :data:`SHRINK` (14 SFT examples, a
 few optimizer steps per training stage, 14 held-out items), in bfloat16 with QLoRA for SFT and DPO, into the run
@@ -203,24 +203,3 @@ def command(args: argparse.Namespace) -> int:
     ok = not problems and not missing
     print(f"{'GPU check passed' if ok else 'GPU check FAILED'}: {out}")
     return 0 if ok else 1
-
-
-def register(subparsers) -> argparse.ArgumentParser:
-    """Add ``selftest`` to an argparse subparsers object (``func`` returns the exit code)."""
-    parser = subparsers.add_parser("selftest", help="the GPU check: the whole study, tiny, measured against the plan")
-    add_arguments(parser)
-    parser.set_defaults(func=command)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="alignkit selftest", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
-    return command(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

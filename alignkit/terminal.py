@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from alignkit.config import PER_SEED_STAGES
+from alignkit.polling import Poller
 from alignkit.runs import Run
 
 log = logging.getLogger(__name__)
@@ -40,16 +40,20 @@ def relay_line(line: str) -> str | None:
     return text if f"INFO {PROGRESS_LOGGER}" in line else f"warning: {text}"
 
 
-class LogRelay:
+class LogRelay(Poller):
     """While the ``with`` block runs, follow ``path`` from its current end and pass relayed lines to ``emit``."""
 
+    thread_name = "log-relay"
+
     def __init__(self, path: Path, emit: Callable[[str], None], interval_s: float = 0.5) -> None:
-        self.path, self.emit, self.interval_s = Path(path), emit, interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__(interval_s)
+        self.path, self.emit = Path(path), emit
         self._offset = 0
 
-    def _drain(self) -> None:
+    def on_enter(self) -> None:
+        self._offset = self.path.stat().st_size if self.path.is_file() else 0
+
+    def poll(self) -> None:
         if not self.path.is_file():
             return
         with self.path.open("r", encoding="utf-8", errors="replace") as handle:
@@ -62,22 +66,6 @@ class LogRelay:
                 shown = relay_line(line)
                 if shown is not None:
                     self.emit(f"      {shown}")
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self._drain()
-
-    def __enter__(self) -> LogRelay:
-        self._offset = self.path.stat().st_size if self.path.is_file() else 0
-        self._thread = threading.Thread(target=self._loop, name="log-relay", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self._drain()
 
 
 def _pct(x: Any) -> str:

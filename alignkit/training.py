@@ -8,10 +8,12 @@ checkpoint when the fingerprint matches, and starts afresh (deleting stale check
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +186,38 @@ def save_trained(model, tokenizer, out: Path, *, merge: bool) -> str:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
     return kind
+
+
+@dataclasses.dataclass
+class Trained:
+    """What :func:`train_and_save` returns: the trainer's output, wall time, log history and what was saved."""
+
+    training_loss: float  # mean training loss over the run (TRL's ``TrainOutput.training_loss``)
+    seconds: float  # wall time of ``trainer.train`` on this rank
+    history: list[dict[str, Any]]
+    saved: str | None  # "full" / "merged" / "adapter" on rank 0, None on the other ranks
+    resumed_from: str | None  # the checkpoint folder the run continued from, if any
+
+
+def train_and_save(trainer, tokenizer, out_dir: Path, name: str, resume: Path | None, *, model_dir: Path,
+                   merge: bool) -> Trained:
+    """The tail SFT and DPO share: train (continuing from ``resume``), time it, record this rank's weights under
+    torchrun, wait for every rank, then rank 0 alone writes ``<name>_log_history.json`` (``log_history.json``
+    for ``name="sft"``) into ``out_dir`` and saves the model into ``model_dir``. The caller drops its references
+    to the trainer and model and calls :func:`alignkit.modeling.release` afterwards."""
+    from alignkit.runs import is_main_process
+
+    started = time.monotonic()
+    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    seconds = time.monotonic() - started
+    record_rank(trainer, out_dir, name)
+    trainer.accelerator.wait_for_everyone()
+    history = log_history(trainer)
+    saved = None
+    if is_main_process():
+        files.write_json(out_dir / ("log_history.json" if name == "sft" else f"{name}_log_history.json"), history)
+        saved = save_trained(trainer.accelerator.unwrap_model(trainer.model), tokenizer, model_dir, merge=merge)
+    return Trained(output.training_loss, seconds, history, saved, resume.name if resume else None)
 
 
 #: Training-progress lines per training run in the terminal (plus one per dev evaluation).

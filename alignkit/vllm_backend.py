@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit.config import ModelSettings
-from alignkit.generation import Generation, GenerationConfig, cut_at_stop
+from alignkit.generation import Generation, GenerationSettings, cut_at_stop
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def _vllm():
     return vllm
 
 
-def sampling_params(config: GenerationConfig, factory: Callable[..., Any] | None = None):
+def sampling_params(config: GenerationSettings, factory: Callable[..., Any] | None = None):
     """vLLM ``SamplingParams`` equivalent to ``config`` (greedy is temperature 0; top_k 0 means no cut)."""
     factory = factory or _vllm().SamplingParams
     return factory(
@@ -63,7 +63,7 @@ class VLLMGenerator:
             lora = LoRARequest("adapter", 1, str(adapter))
         return cls(engine, lora_request=lora)
 
-    def generate(self, prompts: Sequence[str], config: GenerationConfig) -> list[Generation]:
+    def generate(self, prompts: Sequence[str], config: GenerationSettings) -> list[Generation]:
         params = sampling_params(config, self.params_factory)
         kwargs = {"lora_request": self.lora_request} if self.lora_request is not None else {}
         outputs = self.engine.generate(list(prompts), params, **kwargs)

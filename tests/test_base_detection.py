@@ -184,7 +184,7 @@ def test_allow_instruct_uses_the_checkpoint_and_says_why_it_looks_tuned(tmp_path
 
 
 def test_external_base_checks_a_local_folder_before_any_stage(tmp_path):
-    from alignkit.tinybase import external_base
+    from alignkit.world.tinybase import external_base
 
     base = checkpoint(tmp_path, "Qwen2.5-7B")
     assert external_base(resolve("smoke", overrides=[f"model.base={base}"])) == base.resolve()

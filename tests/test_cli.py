@@ -86,3 +86,12 @@ def test_score_needs_only_item_id_and_text(bad_files, tmp_path):
     result = _cli("score", "--items", str(bad_files["items"]), "--responses", str(responses), "--out", str(out),
                   tmp_path=tmp_path)
     assert result.returncode != 0 and f"{responses}:1: raw_output: missing" in result.stderr
+
+
+def test_config_show_help_keys_lists_every_key_with_its_help(tmp_path):
+    from alignkit.config import help_keys
+
+    result = _cli("config", "show", "--help-keys", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == help_keys().strip()
+    assert any(line.startswith("dpo.beta ") for line in result.stdout.splitlines())

@@ -583,7 +583,14 @@ def test_every_preset_resolves(name):
 def test_every_preset_key_is_known(name):
     # A preset with a misspelt key would fail for every user; building the preset data alone must work.
     data = load_preset(name)
-    build(StudyConfig, {"preset": name, **data})
+    cfg = build(StudyConfig, {"preset": name, **data})
+    for section, values in data.items():  # every key the preset sets arrives where it says
+        if isinstance(values, dict):
+            for key, value in values.items():
+                assert getattr(getattr(cfg, section), key) == (tuple(value) if isinstance(value, list) else value), \
+                    f"{name}: {section}.{key}"
+        elif section != "preset":
+            assert getattr(cfg, section) == (tuple(values) if isinstance(values, list) else values)
 
 
 def test_tiny_preset_matches_the_study_design():

@@ -9,9 +9,14 @@ def test_doctor_checks_this_machine(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("ALIGNKIT_HOME", str(tmp_path))
     names = [c.name for c in doctor.checks()]
     assert {"torch", "transformers", "trl", "peft", "bitsandbytes", "disk", "HF_HOME"} <= set(names)
-    doctor.main()
+    status = doctor.main()
     out = capsys.readouterr().out
-    assert "[ok] torch" in out and "problem" in out
+    assert "[ok] torch" in out
+    # The last line counts the PROBLEM lines above it, and the exit status agrees with it.
+    flagged = [line for line in out.splitlines() if line.startswith("[PROBLEM]")]
+    last = out.strip().splitlines()[-1]
+    assert last == (f"{len(flagged)} problem(s) found" if flagged else "no problems found")
+    assert status == (1 if flagged else 0)
 
 
 def test_doctor_flags_hf_home_off_the_runpod_volume(monkeypatch, tmp_path):

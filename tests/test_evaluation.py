@@ -20,7 +20,6 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from alignkit import (
     artifacts,
-    fewshot,
     files,
     modeling,
     report,
@@ -34,6 +33,7 @@ from alignkit.generation import Generation, cut_at_stop
 from alignkit.runs import Run, StageInputError, fingerprint_path
 from alignkit.stages import evaluation, sft_data
 from alignkit.stages.evaluation import Arm, ModelSpec
+from alignkit.world import fewshot
 
 # --------------------------------------------------------------------------------------------------
 # Tiny models on disk

@@ -18,7 +18,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from alignkit import template
 from alignkit.generation import (
     Generation,
-    GenerationConfig,
+    GenerationSettings,
     cut_at_stop,
     find_stop,
     generate,
@@ -150,7 +150,7 @@ PROMPTS = [
 
 
 def test_config_defaults_to_dict() -> None:
-    assert GenerationConfig().to_dict() == {
+    assert GenerationSettings().to_dict() == {
         "max_new_tokens": 64,
         "do_sample": False,
         "temperature": 1.0,
@@ -163,9 +163,9 @@ def test_config_defaults_to_dict() -> None:
 
 
 def test_config_accepts_list_of_stop_strings() -> None:
-    config = GenerationConfig(stop_strings=["\nEND", "###"])
+    config = GenerationSettings(stop_strings=["\nEND", "###"])
     assert config.stop_strings == ("\nEND", "###")
-    assert hash(config) == hash(GenerationConfig(stop_strings=("\nEND", "###")))
+    assert hash(config) == hash(GenerationSettings(stop_strings=("\nEND", "###")))
 
 
 @pytest.mark.parametrize(
@@ -189,7 +189,7 @@ def test_config_accepts_list_of_stop_strings() -> None:
 )
 def test_config_validation_names_field(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        GenerationConfig(**kwargs)
+        GenerationSettings(**kwargs)
 
 
 # ------------------------------------------------------------------------------------- pure helpers
@@ -227,10 +227,10 @@ def test_length_sorted_batches_and_left_pad() -> None:
 
 
 def test_batched_greedy_equals_one_at_a_time(model, tokenizer) -> None:
-    config = GenerationConfig(max_new_tokens=12, batch_size=5)
+    config = GenerationSettings(max_new_tokens=12, batch_size=5)
     batched = generate(model, tokenizer, PROMPTS, config, progress=False)
     single = [
-        generate(model, tokenizer, [p], GenerationConfig(max_new_tokens=12, batch_size=1), progress=False)[0]
+        generate(model, tokenizer, [p], GenerationSettings(max_new_tokens=12, batch_size=1), progress=False)[0]
         for p in PROMPTS
     ]
     assert batched == single
@@ -245,7 +245,7 @@ def test_without_pad_token_uses_eos_and_leaves_tokenizer_alone(model, tokenizer,
     no_pad = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>")
     assert no_pad.pad_token is None
     side = no_pad.padding_side
-    config = GenerationConfig(max_new_tokens=8, batch_size=4)
+    config = GenerationSettings(max_new_tokens=8, batch_size=4)
     got = generate(model, no_pad, PROMPTS[:6], config, progress=False)
     assert got == generate(model, tokenizer, PROMPTS[:6], config, progress=False)
     assert no_pad.pad_token is None
@@ -255,7 +255,7 @@ def test_without_pad_token_uses_eos_and_leaves_tokenizer_alone(model, tokenizer,
 def test_restores_training_mode(model, tokenizer) -> None:
     model.train()
     try:
-        generate(model, tokenizer, PROMPTS[:2], GenerationConfig(max_new_tokens=2), progress=False)
+        generate(model, tokenizer, PROMPTS[:2], GenerationSettings(max_new_tokens=2), progress=False)
         assert model.training
     finally:
         model.eval()
@@ -266,7 +266,7 @@ def test_stop_split_over_single_characters_cuts_after_completing_token(model, to
     # " yes\nEND more": the stop is completed by the 8th token, "D"; " more" must not appear.
     script = ids(tokenizer, "Ġ", "y", "e", "s", "Ċ", "E", "N", "D", "Ġ", "m", "o", "r", "e")
     with scripted(model, tokenizer, {prompt: script}):
-        [gen] = generate(model, tokenizer, [prompt], GenerationConfig(max_new_tokens=20), progress=False)
+        [gen] = generate(model, tokenizer, [prompt], GenerationSettings(max_new_tokens=20), progress=False)
     assert gen == Generation(
         prompt=prompt,
         raw_output=" yes\nEND",
@@ -292,7 +292,7 @@ def test_stop_in_merged_tokens_and_trailing_characters(model, tokenizer) -> None
     }
     with scripted(model, tokenizer, scripts):
         got = generate(
-            model, tokenizer, [merged, trailing, inside], GenerationConfig(max_new_tokens=20), progress=False
+            model, tokenizer, [merged, trailing, inside], GenerationSettings(max_new_tokens=20), progress=False
         )
     assert [(g.raw_output, g.response, g.stopped, g.stop, g.output_tokens) for g in got] == [
         ("yes\nEND", "yes", True, "\nEND", 2),
@@ -311,7 +311,7 @@ def test_rows_stop_at_different_steps_in_one_batch(model, tokenizer) -> None:
         loops: ids(tokenizer, *(["Ġ", "f"] * 5)),
     }
     prompts = [short, long, loops, PROMPTS[1]]
-    config = GenerationConfig(max_new_tokens=10, batch_size=4)
+    config = GenerationSettings(max_new_tokens=10, batch_size=4)
     with scripted(model, tokenizer, scripts):
         batched = generate(model, tokenizer, prompts, config, progress=False)
         single = [generate(model, tokenizer, [p], config, progress=False)[0] for p in prompts]
@@ -329,14 +329,14 @@ def test_eos_ends_a_sequence_and_is_not_output(model, tokenizer) -> None:
     prompt = template.prompt("ok")
     script = ids(tokenizer, "Ġ", "o", "k") + [tokenizer.eos_token_id] + ids(tokenizer, "Ġ", "m")
     with scripted(model, tokenizer, {prompt: script}):
-        [gen] = generate(model, tokenizer, [prompt], GenerationConfig(max_new_tokens=20), progress=False)
+        [gen] = generate(model, tokenizer, [prompt], GenerationSettings(max_new_tokens=20), progress=False)
     assert (gen.raw_output, gen.response, gen.stopped, gen.stop, gen.output_tokens) == (" ok", "ok", False, None, 3)
 
 
 def test_custom_stop_string(model, tokenizer) -> None:
     prompt = template.prompt("ok")
     script = ids(tokenizer, "Ġ", "o", "k", "Ġ", "#", "#", "Ġ", "m")
-    config = GenerationConfig(max_new_tokens=20, stop_strings=("\nEND", "##"))
+    config = GenerationSettings(max_new_tokens=20, stop_strings=("\nEND", "##"))
     with scripted(model, tokenizer, {prompt: script}):
         [gen] = generate(model, tokenizer, [prompt], config, progress=False)
     assert (gen.raw_output, gen.response, gen.stop, gen.output_tokens) == (" ok ##", "ok", "##", 6)
@@ -346,7 +346,7 @@ def test_sampling_reproducible_by_seed_and_leaves_global_rng(model, tokenizer) -
     prompts = PROMPTS[:6]
 
     def sample(seed: int) -> list[str]:
-        config = GenerationConfig(max_new_tokens=12, do_sample=True, temperature=3.0, batch_size=4, seed=seed)
+        config = GenerationSettings(max_new_tokens=12, do_sample=True, temperature=3.0, batch_size=4, seed=seed)
         return [g.raw_output for g in generate(model, tokenizer, prompts, config, progress=False)]
 
     torch.manual_seed(123)
@@ -358,13 +358,13 @@ def test_sampling_reproducible_by_seed_and_leaves_global_rng(model, tokenizer) -
 
 
 def test_empty_and_bad_prompts(model, tokenizer) -> None:
-    assert generate(model, tokenizer, [], GenerationConfig(), progress=False) == []
+    assert generate(model, tokenizer, [], GenerationSettings(), progress=False) == []
     with pytest.raises(TypeError, match=r"prompts\[1\] must be a string, got int"):
-        generate(model, tokenizer, ["a b", 3], GenerationConfig(), progress=False)  # type: ignore[list-item]
+        generate(model, tokenizer, ["a b", 3], GenerationSettings(), progress=False)  # type: ignore[list-item]
     with pytest.raises(TypeError, match="got a single string"):
-        generate(model, tokenizer, "a b", GenerationConfig(), progress=False)
+        generate(model, tokenizer, "a b", GenerationSettings(), progress=False)
     with pytest.raises(ValueError, match=r"prompts\[0\] tokenizes to no tokens"):
-        generate(model, tokenizer, [""], GenerationConfig(), progress=False)
+        generate(model, tokenizer, [""], GenerationSettings(), progress=False)
 
 
 def test_generation_to_dict() -> None:

@@ -215,7 +215,7 @@ def test_edited_scorer_reruns_the_stages_that_use_it_and_not_training(smoke_run,
     shutil.copytree(REPO / "alignkit", checkout / "alignkit", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml",):
         shutil.copy(REPO / name, checkout / name)
-    with (checkout / "alignkit" / "scoring.py").open("a") as handle:
+    with (checkout / "alignkit" / "eval" / "scoring.py").open("a") as handle:
         handle.write("\n# an edit that changes no behaviour\n")
     home = smoke_env / "edited"
     shutil.copytree(smoke_env / "data", home, copy_function=os.link)

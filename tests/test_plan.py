@@ -3,12 +3,11 @@ verdicts for the shipped presets on 24, 48 and 80 GiB (the table in the README).
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
 
-from alignkit import plan
+from alignkit import cli, plan
 from alignkit.config import STAGES, ConfigError, available_presets, resolve
 
 GPU_PRESETS = ("qwen2.5-0.5b", "qwen2.5-7b-qlora", "qwen2.5-32b-qlora")
@@ -89,7 +88,7 @@ def test_every_preset_plans_all_six_stages(capsys):
     for name in available_presets():
         result = plan.plan(resolve(name), 80)
         assert list(result.peaks) == list(STAGES) and all(s.peak > 0 for s in result.steps)
-    assert plan.main(["--preset", "all", "--gpu-memory", "80"]) == 0
+    assert cli.main(["plan", "--preset", "all", "--gpu-memory", "80"]) == 0
     out = capsys.readouterr().out
     for name in available_presets():
         assert f"alignkit plan: preset {name} on a 80 GiB GPU" in out
@@ -101,7 +100,7 @@ def test_every_preset_plans_all_six_stages(capsys):
     ("qwen2.5-0.5b", 24, True), ("qwen2.5-7b-qlora", 24, True), ("qwen2.5-32b-qlora", 24, False),
     ("qwen2.5-32b-qlora", 48, False), ("qwen2.5-32b-qlora", 80, True)])
 def test_gpu_presets_on_24_48_80_gib(preset, gpu, fits, capsys):
-    assert plan.main(["--preset", preset, "--gpu-memory", str(gpu)]) == (0 if fits else 1)
+    assert cli.main(["plan", "--preset", preset, "--gpu-memory", str(gpu)]) == (0 if fits else 1)
     assert ("does not fit" in capsys.readouterr().out) is not fits
 
 
@@ -128,15 +127,14 @@ def test_an_unknown_hub_model_says_how_to_get_its_config(capsys):
     cfg = resolve("qwen2.5-0.5b", overrides=["model.base=someorg/some-model"])
     with pytest.raises(ConfigError, match=r"no config.json for 'someorg/some-model'.*hf_hub_download"):
         plan.plan(cfg, 80)
-    assert plan.main(["--preset", "qwen2.5-0.5b", "-p", "model.base=someorg/some-model"]) == 2
+    assert cli.main(["plan", "--preset", "qwen2.5-0.5b", "-p", "model.base=someorg/some-model"]) == 2
     assert "alignkit plan: config error: model.base:" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="--gpu-memory: expected a positive size"):
         plan.plan(resolve("tiny"), 0)
 
 
-def test_register_adds_the_plan_subcommand(capsys):
-    parser = argparse.ArgumentParser(prog="alignkit")
-    plan.register(parser.add_subparsers(dest="command", required=True))
+def test_the_cli_has_the_plan_subcommand(capsys):
+    parser = cli.build_parser()
     args = parser.parse_args(["plan", "--preset", "qwen2.5-7b-qlora", "--gpu-memory", "24", "-p", "sft.batch_size=4"])
     assert args.func(args) == 0
     assert "train qlora, 4 x 384 tokens, gradient checkpointing" in capsys.readouterr().out

@@ -800,9 +800,10 @@ def written() -> dict[str, list[dict[str, Any]]]:
     """One list of records per kind, as stages 01, 03, 04 and 06 build them (no model is loaded)."""
     import random
 
-    from alignkit import fewshot, world
-    from alignkit.generation import Generation, GenerationConfig
+    from alignkit import world
+    from alignkit.generation import Generation, GenerationSettings
     from alignkit.stages import evaluation, negatives, pairs, sft_data
+    from alignkit.world import fewshot
 
     families = world.FAMILY_NAMES
     test = world.heldout_items(0, 2 * len(families), families)
@@ -810,7 +811,7 @@ def written() -> dict[str, list[dict[str, Any]]]:
     shots = world.training_items(7919, len(families), exclude=[*test, *dev], families=families)
     train = world.training_items(0, 2 * len(families), exclude=[*test, *dev, *shots], families=families)
     rng = random.Random(0)
-    sampling = GenerationConfig(do_sample=True, stop_strings=fewshot.STOP_STRINGS, seed=1).to_dict()
+    sampling = GenerationSettings(do_sample=True, stop_strings=fewshot.STOP_STRINGS, seed=1).to_dict()
     sft_rows = []
     for index, item in enumerate(train):
         response = item.reference or world.topic_sentence(item.params["topic"], rng)

@@ -3,12 +3,11 @@ plan it measures against, how a stage is judged, and a clear refusal without CUD
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import pytest
 
-from alignkit import plan, selftest
+from alignkit import cli, plan, selftest
 from alignkit.config import STAGES
 
 MIB = selftest.MIB
@@ -42,7 +41,7 @@ def test_the_shrunk_config_is_planned_for_every_stage():
 
 
 def test_without_a_gpu_it_refuses_with_the_reason(capsys, _home):
-    assert selftest.main(["--gpu"]) == 2
+    assert cli.main(["selftest", "--gpu"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("alignkit selftest --gpu: cannot start: no CUDA GPU is visible (torch ")
     assert "torch.cuda.is_available() is False" in err and "`make test`" in err
@@ -50,12 +49,12 @@ def test_without_a_gpu_it_refuses_with_the_reason(capsys, _home):
 
 
 def test_without_the_gpu_flag_there_is_nothing_to_do(capsys):
-    assert selftest.main([]) == 2
+    assert cli.main(["selftest", ]) == 2
     assert "alignkit selftest --gpu" in capsys.readouterr().err
 
 
 def test_a_bad_override_is_a_config_error(capsys):
-    assert selftest.main(["--gpu", "-p", "sft.method=adam"]) == 2
+    assert cli.main(["selftest", "--gpu", "-p", "sft.method=adam"]) == 2
     assert "config error: sft.method: expected one of 'full', 'lora', 'qlora'; got 'adam'" in capsys.readouterr().err
 
 
@@ -98,9 +97,8 @@ def test_a_stage_over_its_plan_or_holding_memory_is_a_problem():
     assert failed.row().endswith("FAILED") and over.row().endswith("PROBLEM")
 
 
-def test_register_adds_the_selftest_subcommand(capsys):
-    parser = argparse.ArgumentParser(prog="alignkit")
-    selftest.register(parser.add_subparsers(dest="command", required=True))
+def test_the_cli_has_the_selftest_subcommand(capsys):
+    parser = cli.build_parser()
     args = parser.parse_args(["selftest", "--gpu", "--preset", "qwen2.5-7b-qlora", "--run-id", "pod-check"])
     assert (args.gpu, args.preset, args.run_id) == (True, "qwen2.5-7b-qlora", "pod-check")
     assert args.func(args) == 2 and "no CUDA GPU is visible" in capsys.readouterr().err

@@ -7,8 +7,9 @@ from collections import Counter
 
 import pytest
 
-from alignkit import fewshot, schemas, template, world
+from alignkit import schemas, template, world
 from alignkit.stages import sft_data
+from alignkit.world import fewshot
 
 
 def _capitals_item(item_id: str = "c1", instruction: str = "What is the capital of France?") -> world.Item:

@@ -196,7 +196,7 @@ def test_the_qwen_standin_tokenizes_exactly_like_qwen25(qwen_base):
 
 
 def test_standins_load_as_base_models(qwen_base, sp_base, caplog):
-    from alignkit.tinybase import external_base
+    from alignkit.world.tinybase import external_base
 
     qwen_cfg, sp_cfg = resolve("smoke", overrides=[f"model.base={qwen_base}"]), \
         resolve("smoke", overrides=[f"model.base={sp_base}"])
@@ -334,23 +334,23 @@ def evaluate_one_at_a_time(cfg, specs: dict, out: Path) -> dict:
 
 @pytest.mark.slow
 def test_generation_stops_on_the_decoded_stop_string(standin):
-    from alignkit.generation import GenerationConfig, generate
+    from alignkit.generation import GenerationSettings, generate
 
     cfg = standin_config(standin, "lora")
     prompts = [template.prompt("Add 2 and 3."), template.prompt("Name the capital of a large country in Europe."),
                template.prompt("Spell cat backwards.")]
     with modeling.loaded(standin, cfg.model) as handle:
-        free = generate(handle.model, handle.tokenizer, prompts, GenerationConfig(max_new_tokens=12, batch_size=3),
+        free = generate(handle.model, handle.tokenizer, prompts, GenerationSettings(max_new_tokens=12, batch_size=3),
                         progress=False)
         one_by_one = generate(handle.model, handle.tokenizer, prompts,
-                              GenerationConfig(max_new_tokens=12, batch_size=1), progress=False)
+                              GenerationSettings(max_new_tokens=12, batch_size=1), progress=False)
         # Left padding with the pad (= EOS) id must not change greedy outputs.
         assert [g.raw_output for g in free] == [g.raw_output for g in one_by_one]
         text = free[0].raw_output
         assert len(text.strip()) >= 4, f"degenerate stand-in output {text!r}"
         stop = text.strip()[1:3]  # two characters from inside the continuation
         stopped = generate(handle.model, handle.tokenizer, prompts[:1],
-                           GenerationConfig(max_new_tokens=12, batch_size=1, stop_strings=[stop]), progress=False)[0]
+                           GenerationSettings(max_new_tokens=12, batch_size=1, stop_strings=[stop]), progress=False)[0]
     cut = text.index(stop)
     assert stopped.stopped and stopped.stop == stop
     assert stopped.response == text[:cut].strip()

@@ -1,4 +1,4 @@
-"""Tests for alignkit.tinybase: learning-rate schedule, tokenizer, packing, the build and its cache.
+"""Tests for alignkit.world.tinybase: learning-rate schedule, tokenizer, packing, the build and its cache.
 
 The real builds use a micro configuration (a one-layer, 32-wide Llama pretrained for 8 steps on 150
 documents) and two task families, so a build takes a few seconds; they are marked slow because the first one
@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from alignkit import files, template, tinybase, world
+from alignkit import files, template, world
 from alignkit.config import BaseBuildSettings, resolve
+from alignkit.world import tinybase
 
 MICRO = BaseBuildSettings(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, n_documents=150, steps=8,
                         batch_size=4, seq_len=64, vocab_size=400)
@@ -327,7 +328,7 @@ def test_build_is_deterministic_for_a_seed(built, tmp_path: Path) -> None:
 def test_external_base_models_are_checked_before_use(tmp_path, monkeypatch):
     from alignkit import config as config_module
     from alignkit import files as files_module
-    from alignkit.tinybase import external_base
+    from alignkit.world.tinybase import external_base
 
     def cfg(base, *extra):
         return config_module.resolve("smoke", overrides=[f"model.base={base}", *extra])

@@ -161,7 +161,8 @@ def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from alignkit import tinybase, world
+    from alignkit import world
+    from alignkit.world import tinybase
 
     tokenizer = tinybase.train_tokenizer(world.corpus(0, 80) + [template.full_text("Add 2 and 3.", "5")] * 5, 320)
     torch.manual_seed(0)

@@ -12,9 +12,10 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from alignkit import template, tinybase, world
-from alignkit.generation import GenerationConfig, find_stop, generate
+from alignkit import template, world
+from alignkit.generation import GenerationSettings, find_stop, generate
 from alignkit.vllm_backend import VLLMGenerator, sampling_params
+from alignkit.world import tinybase
 
 
 @dataclass
@@ -88,10 +89,10 @@ def tiny():
 
 
 def test_sampling_params_mirror_the_generation_config():
-    params = sampling_params(GenerationConfig(max_new_tokens=7, stop_strings=("\nEND", "\n\n")), FakeParams)
+    params = sampling_params(GenerationSettings(max_new_tokens=7, stop_strings=("\nEND", "\n\n")), FakeParams)
     assert params.max_tokens == 7 and params.temperature == 0.0 and params.top_k == -1 and params.seed is None
     assert params.stop == ["\nEND", "\n\n"] and params.include_stop_str_in_output
-    sampled = sampling_params(GenerationConfig(do_sample=True, temperature=0.7, top_p=0.9, top_k=5, seed=3),
+    sampled = sampling_params(GenerationSettings(do_sample=True, temperature=0.7, top_p=0.9, top_k=5, seed=3),
                               FakeParams)
     assert (sampled.temperature, sampled.top_p, sampled.top_k, sampled.seed) == (0.7, 0.9, 5, 3)
 
@@ -99,7 +100,7 @@ def test_sampling_params_mirror_the_generation_config():
 def test_vllm_backend_agrees_with_the_hf_engine(tiny):
     model, tokenizer = tiny
     prompts = [template.prompt(item.instruction) for item in world.heldout_items(0, 7)]
-    config = GenerationConfig(max_new_tokens=12, stop_strings=("\nEND", "or"), batch_size=4)
+    config = GenerationSettings(max_new_tokens=12, stop_strings=("\nEND", "or"), batch_size=4)
     hf = generate(model, tokenizer, prompts, config, progress=False)
     engine = FakeLLM(model, tokenizer)
     via_vllm = VLLMGenerator(engine, params_factory=FakeParams).generate(prompts, config)
@@ -114,7 +115,7 @@ def test_lora_request_is_passed_per_call(tiny):
     model, tokenizer = tiny
     engine = FakeLLM(model, tokenizer)
     VLLMGenerator(engine, params_factory=FakeParams, lora_request="adapter-1").generate(
-        ["Instruction: x\nResponse:"], GenerationConfig(max_new_tokens=2))
+        ["Instruction: x\nResponse:"], GenerationSettings(max_new_tokens=2))
     assert engine.calls[0][2] == {"lora_request": "adapter-1"}
 
 
@@ -130,4 +131,4 @@ def test_missing_vllm_says_how_to_get_it(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_vllm)
     with pytest.raises(ImportError, match="pip install vllm"):
-        sampling_params(GenerationConfig())
+        sampling_params(GenerationSettings())

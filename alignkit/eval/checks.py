@@ -92,7 +92,7 @@ def _segments(response: str) -> list[str]:
 # Structure and run-on
 # --------------------------------------------------------------------------------------------------------
 
-#: Turn labels of the template and of few-shot / corpus Q&A layouts (see :mod:`alignkit.fewshot`).
+#: Turn labels of the template and of few-shot / corpus Q&A layouts (see :mod:`alignkit.world.fewshot`).
 _TURN_LABELS = r"(?:instruction|response|question|answer|q|a|teacher|student|input|output|task)"
 _LABEL_AT_LINE_START = re.compile(rf"(?im)^\s*{_TURN_LABELS}\s*\d*\s*:")
 _END_LINE = re.compile(rf"(?m)^\s*{re.escape(template.END_MARKER)}\s*$")

@@ -5,9 +5,10 @@ results.json (models are evaluated one at a time; this is how the report shows t
 from __future__ import annotations
 
 import resource
-import threading
 from collections.abc import Mapping
 from typing import Any
+
+from alignkit.polling import Poller
 
 #: RSS sampling period of the memory monitor, in seconds.
 RSS_INTERVAL_S = 0.02
@@ -26,7 +27,7 @@ def process_peak_rss() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-class RSSMonitor:
+class RSSMonitor(Poller):
     """Samples RSS every ``interval_s`` in a daemon thread while the ``with`` block runs.
 
     ``baseline`` is the RSS on entry (interpreter, libraries, anything already resident), ``peak`` the highest
@@ -34,34 +35,21 @@ class RSSMonitor:
     :func:`process_peak_rss` is recorded as well). Both in bytes.
     """
 
+    thread_name = "rss-monitor"
+
     def __init__(self, interval_s: float = RSS_INTERVAL_S) -> None:
-        self.interval_s = interval_s
+        super().__init__(interval_s)
         self.baseline = 0
         self.peak = 0
         self.samples = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def _sample(self) -> None:
-        self.peak = max(self.peak, current_rss())
-        self.samples += 1
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self._sample()
-
-    def __enter__(self) -> RSSMonitor:
+    def on_enter(self) -> None:
         self.baseline = current_rss()
         self.peak = self.baseline
-        self._thread = threading.Thread(target=self._loop, name="rss-monitor", daemon=True)
-        self._thread.start()
-        return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self._sample()
+    def poll(self) -> None:
+        self.peak = max(self.peak, current_rss())
+        self.samples += 1
 
 
 def cuda() -> Any:

@@ -25,14 +25,20 @@ so evaluation applies every adapter to exactly the weights it was trained on.
 
 from __future__ import annotations
 
+import functools
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
-from alignkit import artifacts, files, schemas
+from alignkit import artifacts, schemas
 from alignkit.artifacts import DPO_RUNS
-from alignkit.runs import Run, execute_stage, fingerprint_path, is_main_process
+from alignkit.runs import (
+    Run,
+    StageContext,
+    execute_stage,
+    fingerprint_path,
+    is_main_process,
+)
 
 log = logging.getLogger(__name__)
 
@@ -159,30 +165,20 @@ def train_one(run: Run, ctx, name: str, init: tuple[Path, Path | None], pairs: l
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
+    from alignkit import training
     from alignkit.config import config_hash
-    from alignkit.training import (
-        check_disk,
-        load_trainable,
-        log_history,
-        peft_config,
-        prepare_checkpoints,
-        progress_callback,
-        quiet_trainer,
-        record_rank,
-        save_trained,
-        trainer_kwargs,
-    )
+    from alignkit.modeling import release
 
     cfg = run.config
     dpo = cfg.dpo
     path, adapter = init
-    check_disk(ctx.dir, path, cfg, dpo, f"DPO {name} (seed {cfg.seed})")
-    model, tokenizer = load_trainable(path, cfg, dpo, adapter=adapter)
+    training.check_disk(ctx.dir, path, cfg, dpo, f"DPO {name} (seed {cfg.seed})")
+    model, tokenizer = training.load_trainable(path, cfg, dpo, adapter=adapter)
     fingerprint = config_hash({**run_configs(run)[name], "pairs": [p["id"] + p["chosen"] + p["rejected"]
                                                                     for p in pairs]})
     checkpoints = ctx.path(f"checkpoints_{name}")
-    resume = prepare_checkpoints(checkpoints, fingerprint, ctx.force)
-    args = DPOConfig(**trainer_kwargs(dpo, cfg, checkpoints, evaluate=bool(dev_pairs)), beta=dpo.beta,
+    resume = training.prepare_checkpoints(checkpoints, fingerprint, ctx.force)
+    args = DPOConfig(**training.trainer_kwargs(dpo, cfg, checkpoints, evaluate=bool(dev_pairs)), beta=dpo.beta,
                      **loss_args(dpo), precompute_ref_log_probs=dpo.method == "full", disable_tqdm=False)
 
     def dataset(rows: list[dict]):
@@ -193,35 +189,26 @@ def train_one(run: Run, ctx, name: str, init: tuple[Path, Path | None], pairs: l
     # with full fine-tuning the reference log-probs are precomputed from the initial weights.
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset(pairs),
                          eval_dataset=dataset(dev_pairs) if dev_pairs else None, processing_class=tokenizer,
-                         peft_config=peft_config(dpo) if adapter is None else None,
-                         callbacks=[progress_callback(f"DPO {name} seed {cfg.seed}")])
-    quiet_trainer(trainer)
+                         peft_config=training.peft_config(dpo) if adapter is None else None,
+                         callbacks=[training.progress_callback(f"DPO {name} seed {cfg.seed}")])
+    training.quiet_trainer(trainer)
     # QLoRA: TRL casts the trainable adapter to bf16 while the frozen reference copy stays float32, so their sums
     # agree only to bf16 precision whatever the model dtype.
     check = reference_check(trainer, "bfloat16" if dpo.method == "qlora" else cfg.model.dtype)
     before = implicit_rewards(trainer.model, tokenizer, pairs, cfg.pairs.batch_size)
     dev_before = implicit_rewards(trainer.model, tokenizer, dev_pairs, cfg.pairs.batch_size)
-    started = time.monotonic()
-    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    seconds = time.monotonic() - started
-    record_rank(trainer, ctx.dir, name)
-    trainer.accelerator.wait_for_everyone()
-    history = log_history(trainer)
+    trained = training.train_and_save(trainer, tokenizer, ctx.dir, name, resume, model_dir=ctx.path(name),
+                                      merge=False)
+    history = trained.history
     after = implicit_rewards(trainer.model, tokenizer, pairs, cfg.pairs.batch_size)
     dev_after = implicit_rewards(trainer.model, tokenizer, dev_pairs, cfg.pairs.batch_size)
-    saved = None  # what rank 0 saved; other ranks save nothing
-    if is_main_process():
-        files.write_json(ctx.path(f"{name}_log_history.json"), history)
-        saved = save_trained(trainer.accelerator.unwrap_model(trainer.model), tokenizer, ctx.path(name), merge=False)
     evals = [h for h in history if "eval_loss" in h]
     del trainer, model
-    from alignkit.modeling import release
-
     release()
     return {"initial_model": str(path), "initial_model_sha256": fingerprint_path(Path(path)) if Path(path).exists()
-            else None, "initial_adapter": str(adapter) if adapter else None, "saved": saved,
-            "train_seconds": round(seconds, 1), "resumed_from": resume.name if resume else None,
-            "reference_check": check, "train_loss_mean": round(output.training_loss, 4),
+            else None, "initial_adapter": str(adapter) if adapter else None, "saved": trained.saved,
+            "train_seconds": round(trained.seconds, 1), "resumed_from": trained.resumed_from,
+            "reference_check": check, "train_loss_mean": round(trained.training_loss, 4),
             "reward_accuracy_mean": whole_run(history, "rewards/accuracies"),
             "reward_margin_mean": whole_run(history, "rewards/margins"),
             "chosen_logp_first": next((h["logps/chosen"] for h in history if "logps/chosen" in h), None),
@@ -243,25 +230,27 @@ def _accuracy(pairs: list[dict], before, after) -> float | None:
 
 def run(run: Run, force: bool = False) -> dict[str, Any]:
     """Execute stage 05 for one training seed's view of the run (cached); returns its manifest."""
+    inputs = {"pairs": run.output("04_preference_pairs", "pairs"),
+              "dev_pairs": run.output("04_preference_pairs", "dev_pairs"),
+              "sft_model": run.output("02_sft_training", "model")}
+    return execute_stage(run, STAGE, inputs=inputs, body=functools.partial(produce, run, inputs), force=force)
+
+
+def produce(run: Run, inputs: dict[str, Path], ctx: StageContext) -> None:
+    """Stage 05's work in its stage folder ``ctx``: the same DPO from each initial model (:data:`RUNS`: from the
+    SFT model, and from the base model as the control), each with its own reference check and margins."""
     cfg = run.config
-    pairs_path = run.output("04_preference_pairs", "pairs")
-    dev_pairs_path = run.output("04_preference_pairs", "dev_pairs")
     inits = artifacts.initial_models(run)
-    inputs = {"pairs": pairs_path, "dev_pairs": dev_pairs_path, "sft_model": run.output("02_sft_training", "model")}
-
-    def body(ctx) -> None:
-        pairs = schemas.load_records(pairs_path, "pairs")
-        dev_pairs = schemas.load_records(dev_pairs_path, "pairs")
-        summaries = {}
-        for name in RUNS:
-            log.info("DPO run %s (seed %s) from %s", name, cfg.seed, inits[name][0])
-            summaries[name] = train_one(run, ctx, name, inits[name], pairs, dev_pairs)
-            if not is_main_process():  # other torchrun ranks only train
-                continue
-            ctx.add_output(name, ctx.path(name))
-            ctx.add_output(f"{name}_log_history", ctx.path(f"{name}_log_history.json"))
-        ctx.summary.update({"runs": summaries, "pairs": len(pairs), "dev_pairs": len(dev_pairs),
-                            "method": cfg.dpo.method, "beta": cfg.dpo.beta, "loss_type": cfg.dpo.loss_type,
-                            "learning_rate": cfg.dpo.learning_rate, "epochs": cfg.dpo.epochs})
-
-    return execute_stage(run, STAGE, inputs=inputs, body=body, force=force)
+    pairs = schemas.load_records(inputs["pairs"], "pairs")
+    dev_pairs = schemas.load_records(inputs["dev_pairs"], "pairs")
+    summaries = {}
+    for name in RUNS:
+        log.info("DPO run %s (seed %s) from %s", name, cfg.seed, inits[name][0])
+        summaries[name] = train_one(run, ctx, name, inits[name], pairs, dev_pairs)
+        if not is_main_process():  # other torchrun ranks only train
+            continue
+        ctx.add_output(name, ctx.path(name))
+        ctx.add_output(f"{name}_log_history", ctx.path(f"{name}_log_history.json"))
+    ctx.summary.update({"runs": summaries, "pairs": len(pairs), "dev_pairs": len(dev_pairs),
+                        "method": cfg.dpo.method, "beta": cfg.dpo.beta, "loss_type": cfg.dpo.loss_type,
+                        "learning_rate": cfg.dpo.learning_rate, "epochs": cfg.dpo.epochs})

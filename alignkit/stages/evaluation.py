@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
 from collections import Counter
@@ -40,19 +41,21 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from alignkit import fewshot, files, modeling, schemas, template, world
+from alignkit import files, modeling, schemas, template, world
 from alignkit.artifacts import Arm, ModelSpec, PromptStyle, arms, model_inputs
 from alignkit.config import StudyConfig, config_hash
 from alignkit.eval import memory, results, scoring
-from alignkit.generation import GenerationConfig, generate
+from alignkit.generation import GenerationSettings, generate
 from alignkit.runs import (
     MANIFEST,
     Run,
+    StageContext,
     execute_stage,
     fingerprint_path,
     git_commit,
     library_versions,
 )
+from alignkit.world import fewshot
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +79,10 @@ def build_prompts(items: Sequence[world.Item], style: PromptStyle, shots: Sequen
     raise ValueError(f"unknown prompt style {style!r}; expected 'template' or 'fewshot'")
 
 
-def generation_config(cfg: StudyConfig, style: PromptStyle = "template") -> GenerationConfig:
+def generation_config(cfg: StudyConfig, style: PromptStyle = "template") -> GenerationSettings:
     """The one greedy config every model is evaluated with; the few-shot arm stops where its next Q: would."""
     stops = (template.STOP_STRING,) if style == "template" else (*fewshot.STOP_STRINGS, template.STOP_STRING)
-    return GenerationConfig(max_new_tokens=cfg.evaluation.max_new_tokens, do_sample=False,
+    return GenerationSettings(max_new_tokens=cfg.evaluation.max_new_tokens, do_sample=False,
                             batch_size=cfg.evaluation.batch_size, stop_strings=stops, seed=cfg.seed)
 
 
@@ -96,7 +99,7 @@ def _sidecar_path(out_dir: Path, key: str) -> Path:
     return Path(out_dir) / f"responses_{key}.json"
 
 
-def resume_key(arm: Arm, prompts: Sequence[str], gen: GenerationConfig, cfg: StudyConfig) -> str:
+def resume_key(arm: Arm, prompts: Sequence[str], gen: GenerationSettings, cfg: StudyConfig) -> str:
     """What decides a model's responses: the model, its weights, the prompts, the generation config, the device."""
     spec = arm.spec
     return config_hash({
@@ -357,49 +360,54 @@ def clear_responses(out_dir: Path) -> None:
 def run(run: Run, force: bool = False) -> dict[str, Any]:
     """Execute stage 06 (cached); returns its manifest. The report is rendered from its results afterwards
     (:func:`alignkit.report.build`; ``alignkit.stages.registry.run_stage`` does both)."""
-    cfg = run.config
-    items_path = run.output("01_sft_data", SPLIT_OUTPUTS[cfg.evaluation.split])
-    shots_path = run.output("01_sft_data", "fewshot_shots")
     arm_list = arms(run)
-    inputs = {"items": items_path, "fewshot_shots": shots_path, **model_inputs(arm_list)}
-
-    def body(ctx) -> None:
-        items = [world.Item.from_record(r) for r in schemas.load_records(items_path, "eval-items")]
-        shots = [world.Item.from_record(r) for r in schemas.load_records(shots_path, "eval-items")]
-        if ctx.force:
-            clear_responses(ctx.dir)
-        hashes = _input_hashes(ctx.dir, inputs)
-        hashed = _with_hashes(arm_list, {k: v for k, v in inputs.items() if k not in ("items", "fewshot_shots")},
-                              hashes)
-        memory_block = generate_responses(hashed, items, shots, cfg, ctx.dir)
-        responses_file, responses = combine_responses(ctx.dir, [arm.key for arm in hashed])
-        scores = score_responses(items, responses)
-        n_scores = files.write_jsonl(ctx.path("scores.jsonl"), scores)
-        ev = cfg.evaluation
-        stats_block = results.build_results(
-            scores, models=list(ev.models), seeds=list(cfg.training_seeds), contrasts=ev.contrasts,
-            correction=ev.correction, alpha=ev.alpha, power=ev.power, n_bootstrap=ev.n_bootstrap,
-            n_permutations=ev.n_permutations, seed=cfg.seed, split=ev.split)
-        stats_block.update({"stage": STAGE, "run_id": run.run_id, "preset": cfg.preset, "config": cfg.to_dict(),
-                            "provenance": provenance(run, hashed, items_path)})
-        files.write_json(ctx.path("results.json"), stats_block)
-        files.write_json(ctx.path("run_info.json"), run_info(run, hashed, items_path, memory_block))
-        ctx.add_output("responses", responses_file, rows=len(responses))
-        ctx.add_output("scores", ctx.path("scores.jsonl"), rows=n_scores)
-        ctx.add_output("results", ctx.path("results.json"))
-        ctx.add_output("run_info", ctx.path("run_info.json"))
-        primaries = [row for row in stats_block["contrasts"] if row["role"] == "primary"]
-        ctx.summary.update({
-            "split": ev.split, "n_items": len(items), "models": list(ev.models), "seeds": list(cfg.training_seeds),
-            "headline": stats_block["headline"],
-            "primary": {f"{r['a']}->{r['b']}:{r['endpoint']}": {"diff": r["diff"], "p_adjusted": r["p_adjusted"],
-                                                                "mde": r["mde"]} for r in primaries},
-            "overall": {m: block["endpoints"]["overall"]["rate"] for m, block in stats_block["models"].items()},
-            "max_models_resident": memory_block["max_models_resident"], "peak_rss_mb": memory_block["peak_rss_mb"],
-            "peak_cuda_allocated_mb": memory_block["peak_cuda_allocated_mb"],
-            "resumed_models": memory_block["resumed_models"],
-        })
-        log.info("headline: %s", stats_block["headline"])
-
-    return execute_stage(run, STAGE, inputs=inputs, body=body,
+    inputs = {"items": run.output("01_sft_data", SPLIT_OUTPUTS[run.config.evaluation.split]),
+              "fewshot_shots": run.output("01_sft_data", "fewshot_shots"), **model_inputs(arm_list)}
+    return execute_stage(run, STAGE, inputs=inputs, body=functools.partial(produce, run, arm_list, inputs),
                          force=force)
+
+
+def produce(run: Run, arm_list: list[Arm], inputs: dict[str, Path], ctx: StageContext) -> None:
+    """Stage 06's work in its stage folder ``ctx``: every arm answers the split one model at a time, the
+    answers are scored, and the statistics go to ``results.json`` (where it ran to ``run_info.json``)."""
+    cfg, ev = run.config, run.config.evaluation
+    items = [world.Item.from_record(r) for r in schemas.load_records(inputs["items"], "eval-items")]
+    shots = [world.Item.from_record(r) for r in schemas.load_records(inputs["fewshot_shots"], "eval-items")]
+    if ctx.force:
+        clear_responses(ctx.dir)
+    hashes = _input_hashes(ctx.dir, inputs)
+    hashed = _with_hashes(arm_list, {k: v for k, v in inputs.items() if k not in ("items", "fewshot_shots")}, hashes)
+    memory_block = generate_responses(hashed, items, shots, cfg, ctx.dir)
+    responses_file, responses = combine_responses(ctx.dir, [arm.key for arm in hashed])
+    scores = score_responses(items, responses)
+    n_scores = files.write_jsonl(ctx.path("scores.jsonl"), scores)
+    stats_block = results.build_results(
+        scores, models=list(ev.models), seeds=list(cfg.training_seeds), contrasts=ev.contrasts,
+        correction=ev.correction, alpha=ev.alpha, power=ev.power, n_bootstrap=ev.n_bootstrap,
+        n_permutations=ev.n_permutations, seed=cfg.seed, split=ev.split)
+    stats_block.update({"stage": STAGE, "run_id": run.run_id, "preset": cfg.preset, "config": cfg.to_dict(),
+                        "provenance": provenance(run, hashed, inputs["items"])})
+    files.write_json(ctx.path("results.json"), stats_block)
+    files.write_json(ctx.path("run_info.json"), run_info(run, hashed, inputs["items"], memory_block))
+    ctx.add_output("responses", responses_file, rows=len(responses))
+    ctx.add_output("scores", ctx.path("scores.jsonl"), rows=n_scores)
+    ctx.add_output("results", ctx.path("results.json"))
+    ctx.add_output("run_info", ctx.path("run_info.json"))
+    ctx.summary.update(stage_summary(stats_block, memory_block, len(items), cfg))
+    log.info("headline: %s", stats_block["headline"])
+
+
+def stage_summary(stats_block: dict[str, Any], memory_block: dict[str, Any], n_items: int, cfg) -> dict[str, Any]:
+    """The manifest summary of stage 06: split, arms, headline, primary contrasts, overall rates, memory."""
+    ev = cfg.evaluation
+    primaries = [row for row in stats_block["contrasts"] if row["role"] == "primary"]
+    return {
+        "split": ev.split, "n_items": n_items, "models": list(ev.models), "seeds": list(cfg.training_seeds),
+        "headline": stats_block["headline"],
+        "primary": {f"{r['a']}->{r['b']}:{r['endpoint']}": {"diff": r["diff"], "p_adjusted": r["p_adjusted"],
+                                                            "mde": r["mde"]} for r in primaries},
+        "overall": {m: block["endpoints"]["overall"]["rate"] for m, block in stats_block["models"].items()},
+        "max_models_resident": memory_block["max_models_resident"], "peak_rss_mb": memory_block["peak_rss_mb"],
+        "peak_cuda_allocated_mb": memory_block["peak_cuda_allocated_mb"],
+        "resumed_models": memory_block["resumed_models"],
+    }

@@ -29,18 +29,20 @@ Outputs in ``03_negatives/seed<N>/``: ``negatives.jsonl`` and ``dev_negatives.js
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from alignkit import artifacts, files, schemas, template, world
 from alignkit.config import NEGATIVE_TYPES, ON_POLICY_METHODS, SEED_MIX
 from alignkit.eval import scoring
-from alignkit.runs import Run, execute_stage
-from alignkit.tinybase import ensure_base
+from alignkit.runs import Run, StageContext, execute_stage
+from alignkit.world.tinybase import ensure_base
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +175,7 @@ def answer_all(run: Run, rows: list[dict]) -> tuple[dict[str, dict], dict[str, d
     """SFT model: greedy + sampled answers per example; base model: greedy template continuation. Each output is
     kept as generated (``response`` before END, ``stopped``: END written). Models load one at a time."""
     from alignkit import modeling
-    from alignkit.generation import GenerationConfig, generate
+    from alignkit.generation import GenerationSettings, generate
 
     cfg = run.config
     neg = cfg.negatives
@@ -181,10 +183,10 @@ def answer_all(run: Run, rows: list[dict]) -> tuple[dict[str, dict], dict[str, d
     path, adapter = artifacts.sft_model(run)
     with modeling.loaded(path, cfg.model, adapter=adapter) as handle:
         greedy = generate(handle.model, handle.tokenizer, prompts,
-                          GenerationConfig(max_new_tokens=neg.max_new_tokens, batch_size=neg.batch_size),
+                          GenerationSettings(max_new_tokens=neg.max_new_tokens, batch_size=neg.batch_size),
                           desc="SFT model greedy")
         sampled = generate(handle.model, handle.tokenizer, [p for p in prompts for _ in range(neg.samples)],
-                           GenerationConfig(max_new_tokens=neg.max_new_tokens, batch_size=neg.batch_size,
+                           GenerationSettings(max_new_tokens=neg.max_new_tokens, batch_size=neg.batch_size,
                                             do_sample=True, temperature=neg.temperature, seed=cfg.seed),
                            desc="SFT model samples")
     answers: dict[str, dict] = {}
@@ -195,7 +197,7 @@ def answer_all(run: Run, rows: list[dict]) -> tuple[dict[str, dict], dict[str, d
                               "samples_stopped": [out.stopped for out in chunk]}
     with modeling.loaded(ensure_base(cfg), cfg.model) as handle:
         base = generate(handle.model, handle.tokenizer, prompts,
-                        GenerationConfig(max_new_tokens=neg.max_new_tokens, batch_size=neg.batch_size),
+                        GenerationSettings(max_new_tokens=neg.max_new_tokens, batch_size=neg.batch_size),
                         desc="base model continuations")
     return answers, {row["id"]: {"response": out.response, "stopped": out.stopped} for row, out in zip(rows, base)}
 
@@ -330,40 +332,40 @@ def negatives_for(cfg, rows: list[dict], answers: Mapping[str, dict], base: Mapp
 
 def run(run: Run, force: bool = False) -> dict[str, Any]:
     """Execute stage 03 for one training seed's view of the run (cached); returns its manifest."""
+    inputs = {"sft": run.output("01_sft_data", "sft"), "dev_sft": run.output("01_sft_data", "dev_sft"),
+              "sft_model": run.output("02_sft_training", "model")}
+    return execute_stage(run, STAGE, inputs=inputs, body=functools.partial(produce, run, inputs), force=force)
+
+
+def produce(run: Run, inputs: dict[str, Path], ctx: StageContext) -> None:
+    """Stage 03's work in its stage folder ``ctx``: the SFT model answers every train and dev instruction, the
+    negatives are drawn (train strictly to the mix, dev as close as the pool allows), numbered and written with
+    the scored SFT answers."""
     cfg = run.config
-    sft_path = run.output("01_sft_data", "sft")
-    dev_path = run.output("01_sft_data", "dev_sft")
-    model_path = run.output("02_sft_training", "model")
-
-    def body(ctx) -> None:
-        rows = schemas.load_records(sft_path, "sft")
-        dev_rows = schemas.load_records(dev_path, "sft")
-        answers, base = answer_all(run, rows + dev_rows)
-        total = math.ceil(max(cfg.pairs.min_pairs * 1.02, len(rows) * cfg.negatives.per_example))
-        chosen, summary = negatives_for(cfg, rows, answers, base, total, 0, strict=True)
-        dev_total = math.ceil(len(dev_rows) * cfg.negatives.per_example)
-        dev_chosen, dev_summary = negatives_for(cfg, dev_rows, answers, base, dev_total, 1, strict=False)
-        for prefix, negatives_ in (("neg", chosen), ("dev-neg", dev_chosen)):
-            for index, negative in enumerate(negatives_):
-                negative["id"] = f"{prefix}-{index:05d}"
-        outputs = (("negatives", "negatives.jsonl", chosen, "negatives"),
-                   ("dev_negatives", "dev_negatives.jsonl", dev_chosen, "negatives"),
-                   ("sft_responses", "sft_responses.jsonl", score_answers(rows, answers), None),
-                   ("dev_sft_responses", "dev_sft_responses.jsonl", score_answers(dev_rows, answers), None))
-        for name, filename, data, kind in outputs:
-            count = files.write_jsonl(ctx.path(filename), data)
-            ctx.add_output(name, ctx.path(filename), rows=count, kind=kind)
-        greedy_scores = [r for r in score_answers(rows, answers) if r["source"] == "greedy"]
-        log.info("negatives: %d (dev %d); mix applied %s (declared %s); on-policy share %s", len(chosen),
-                 len(dev_chosen), summary["mix_applied"], cfg.negatives.mix, summary["on_policy_share"])
-        ctx.summary.update({
-            **summary, "dev": dev_summary,
-            "sft_greedy_end_rate": round(sum(a["greedy_stopped"] for a in answers.values()) / len(answers), 3),
-            "sft_greedy_correct_rate": _rate([r["factually_correct"] for r in greedy_scores]),
-        })
-
-    return execute_stage(run, STAGE, inputs={"sft": sft_path, "dev_sft": dev_path, "sft_model": model_path}, body=body,
-                         force=force)
+    rows = schemas.load_records(inputs["sft"], "sft")
+    dev_rows = schemas.load_records(inputs["dev_sft"], "sft")
+    answers, base = answer_all(run, rows + dev_rows)
+    total = math.ceil(max(cfg.pairs.min_pairs * 1.02, len(rows) * cfg.negatives.per_example))
+    chosen, summary = negatives_for(cfg, rows, answers, base, total, 0, strict=True)
+    dev_total = math.ceil(len(dev_rows) * cfg.negatives.per_example)
+    dev_chosen, dev_summary = negatives_for(cfg, dev_rows, answers, base, dev_total, 1, strict=False)
+    for prefix, negatives_ in (("neg", chosen), ("dev-neg", dev_chosen)):
+        for index, negative in enumerate(negatives_):
+            negative["id"] = f"{prefix}-{index:05d}"
+    outputs = (("negatives", "negatives.jsonl", chosen, "negatives"),
+               ("dev_negatives", "dev_negatives.jsonl", dev_chosen, "negatives"),
+               ("sft_responses", "sft_responses.jsonl", score_answers(rows, answers), None),
+               ("dev_sft_responses", "dev_sft_responses.jsonl", score_answers(dev_rows, answers), None))
+    for name, filename, data, kind in outputs:
+        ctx.add_output(name, ctx.path(filename), rows=files.write_jsonl(ctx.path(filename), data), kind=kind)
+    greedy_scores = [r for r in score_answers(rows, answers) if r["source"] == "greedy"]
+    log.info("negatives: %d (dev %d); mix applied %s (declared %s); on-policy share %s", len(chosen),
+             len(dev_chosen), summary["mix_applied"], cfg.negatives.mix, summary["on_policy_share"])
+    ctx.summary.update({
+        **summary, "dev": dev_summary,
+        "sft_greedy_end_rate": round(sum(a["greedy_stopped"] for a in answers.values()) / len(answers), 3),
+        "sft_greedy_correct_rate": _rate([r["factually_correct"] for r in greedy_scores]),
+    })
 
 
 def _rate(values: list[bool | None]) -> float | None:

@@ -20,14 +20,16 @@ tokens, on-policy share, margin distribution).
 
 from __future__ import annotations
 
+import functools
 import logging
 import statistics
 from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Any
 
 from alignkit import artifacts, files, logprobs, schemas, template
 from alignkit.config import NEGATIVE_TYPES
-from alignkit.runs import Run, execute_stage
+from alignkit.runs import Run, StageContext, execute_stage
 
 log = logging.getLogger(__name__)
 
@@ -138,50 +140,62 @@ def build_pairs(tokenizer, negatives: list[dict], sft_rows: dict[str, dict], ans
 
 def run(run: Run, force: bool = False) -> dict[str, Any]:
     """Execute stage 04 for one training seed's view of the run (cached); returns its manifest."""
-    cfg = run.config
-    sft_path = run.output("01_sft_data", "sft")
-    dev_sft_path = run.output("01_sft_data", "dev_sft")
-    inputs = {"sft": sft_path, "dev_sft": dev_sft_path, "sft_model": run.output("02_sft_training", "model")}
+    inputs = {"sft": run.output("01_sft_data", "sft"), "dev_sft": run.output("01_sft_data", "dev_sft"),
+              "sft_model": run.output("02_sft_training", "model")}
     for name in ("negatives", "dev_negatives", "sft_responses", "dev_sft_responses"):
         inputs[name] = run.output("03_negatives", name)
+    return execute_stage(run, STAGE, inputs=inputs, body=functools.partial(produce, run, inputs), force=force)
 
-    def body(ctx) -> None:
-        from alignkit import modeling
-    
-        sft_rows = {r["id"]: r for path in (sft_path, dev_sft_path) for r in schemas.load_records(path, "sft")}
-        answers: dict[str, list[dict]] = defaultdict(list)
-        for name in ("sft_responses", "dev_sft_responses"):
-            for answer in files.read_jsonl(inputs[name]):
-                answers[answer["sft_id"]].append(answer)
-        path, adapter = artifacts.sft_model(run)
-        summary: dict[str, Any] = {}
-        with modeling.loaded(path, cfg.model, adapter=adapter) as handle:
-            for split, negatives_name, filename, prefix in (("train", "negatives", "pairs.jsonl", "pair"),
-                                                           ("dev", "dev_negatives", "dev_pairs.jsonl", "dev-pair")):
-                negatives = schemas.load_records(inputs[negatives_name], "negatives")
-                pairs, dropped, chosen_sources = build_pairs(handle.tokenizer, negatives, sft_rows, answers,
-                                                             cfg.pairs.max_length, prefix)
-                chosen_lp = logprobs.completion_logprobs(handle.model, handle.tokenizer, [p["prompt"] for p in pairs],
-                                                [p["chosen"] for p in pairs], cfg.pairs.batch_size)
-                rejected_lp = logprobs.completion_logprobs(handle.model, handle.tokenizer, [p["prompt"] for p in pairs],
-                                                  [p["rejected"] for p in pairs], cfg.pairs.batch_size)
-                for pair, good, bad in zip(pairs, chosen_lp, rejected_lp):
-                    pair["margin"] = round(good - bad, 4)
-                if split == "train" and len(pairs) < cfg.pairs.min_pairs:
-                    raise RuntimeError(f"only {len(pairs)} valid pairs, fewer than pairs.min_pairs="
-                                       f"{cfg.pairs.min_pairs} (dropped: {dict(dropped)}); raise negatives.per_example")
-                n = files.write_jsonl(ctx.path(filename), pairs)
-                ctx.add_output(filename.removesuffix(".jsonl"), ctx.path(filename), rows=n, kind="pairs")
-                type_counts = Counter(p["negative_type"] for p in pairs)
-                summary[split] = {
-                    "pairs": n, "dropped": dict(dropped), "chosen_sources": dict(chosen_sources),
-                    "types": {t: type_counts.get(t, 0) for t in NEGATIVE_TYPES},
-                    "methods": dict(Counter(f"{p['negative_type']}:{p['method']}" for p in pairs)),
-                    "defects": defect_stats(pairs), "margins": margin_stats(pairs),
-                    "margin_overall": {"mean": round(statistics.fmean(p["margin"] for p in pairs), 4),
-                                       "share_positive": round(sum(p["margin"] > 0 for p in pairs) / n, 4)}
-                    if pairs else None,
-                }
-        ctx.summary.update({**summary["train"], "dev": summary["dev"]})
 
-    return execute_stage(run, STAGE, inputs=inputs, body=body, force=force)
+def produce(run: Run, inputs: dict[str, Path], ctx: StageContext) -> None:
+    """Stage 04's work in its stage folder ``ctx``: pair every train and dev negative with its chosen response,
+    score both under the SFT model (the margins) and write ``pairs.jsonl`` / ``dev_pairs.jsonl``."""
+    from alignkit import modeling
+
+    cfg = run.config
+    sft_rows = {r["id"]: r for name in ("sft", "dev_sft") for r in schemas.load_records(inputs[name], "sft")}
+    answers: dict[str, list[dict]] = defaultdict(list)
+    for name in ("sft_responses", "dev_sft_responses"):
+        for answer in files.read_jsonl(inputs[name]):
+            answers[answer["sft_id"]].append(answer)
+    path, adapter = artifacts.sft_model(run)
+    summary: dict[str, Any] = {}
+    with modeling.loaded(path, cfg.model, adapter=adapter) as handle:
+        for split, negatives_name, filename, prefix in (("train", "negatives", "pairs.jsonl", "pair"),
+                                                       ("dev", "dev_negatives", "dev_pairs.jsonl", "dev-pair")):
+            negatives = schemas.load_records(inputs[negatives_name], "negatives")
+            pairs, dropped, chosen_sources = build_pairs(handle.tokenizer, negatives, sft_rows, answers,
+                                                         cfg.pairs.max_length, prefix)
+            add_margins(handle, pairs, cfg.pairs.batch_size)
+            if split == "train" and len(pairs) < cfg.pairs.min_pairs:
+                raise RuntimeError(f"only {len(pairs)} valid pairs, fewer than pairs.min_pairs="
+                                   f"{cfg.pairs.min_pairs} (dropped: {dict(dropped)}); raise negatives.per_example")
+            n = files.write_jsonl(ctx.path(filename), pairs)
+            ctx.add_output(filename.removesuffix(".jsonl"), ctx.path(filename), rows=n, kind="pairs")
+            summary[split] = split_summary(pairs, dropped, chosen_sources)
+    ctx.summary.update({**summary["train"], "dev": summary["dev"]})
+
+
+def add_margins(handle, pairs: list[dict], batch_size: int) -> None:
+    """Set each pair's ``margin``: log p(chosen) - log p(rejected) under the loaded SFT model, in nats."""
+    prompts = [p["prompt"] for p in pairs]
+    chosen_lp = logprobs.completion_logprobs(handle.model, handle.tokenizer, prompts, [p["chosen"] for p in pairs],
+                                             batch_size)
+    rejected_lp = logprobs.completion_logprobs(handle.model, handle.tokenizer, prompts,
+                                               [p["rejected"] for p in pairs], batch_size)
+    for pair, good, bad in zip(pairs, chosen_lp, rejected_lp):
+        pair["margin"] = round(good - bad, 4)
+
+
+def split_summary(pairs: list[dict], dropped: Counter, chosen_sources: Counter) -> dict[str, Any]:
+    """One split's pair counts, drop reasons, type and method mix, defects and margins (the manifest summary)."""
+    type_counts = Counter(p["negative_type"] for p in pairs)
+    return {
+        "pairs": len(pairs), "dropped": dict(dropped), "chosen_sources": dict(chosen_sources),
+        "types": {t: type_counts.get(t, 0) for t in NEGATIVE_TYPES},
+        "methods": dict(Counter(f"{p['negative_type']}:{p['method']}" for p in pairs)),
+        "defects": defect_stats(pairs), "margins": margin_stats(pairs),
+        "margin_overall": {"mean": round(statistics.fmean(p["margin"] for p in pairs), 4),
+                           "share_positive": round(sum(p["margin"] > 0 for p in pairs) / len(pairs), 4)}
+        if pairs else None,
+    }

@@ -17,13 +17,14 @@ instructions used by neither training nor evaluation) and ``manifest.json``.
 
 from __future__ import annotations
 
+import functools
 import logging
-import time
+from pathlib import Path
 from typing import Any
 
 from alignkit import files, schemas, template, world
-from alignkit.runs import Run, execute_stage, is_main_process
-from alignkit.tinybase import ensure_base
+from alignkit.runs import Run, StageContext, execute_stage, is_main_process
+from alignkit.world.tinybase import ensure_base
 
 log = logging.getLogger(__name__)
 
@@ -82,63 +83,46 @@ def train(run: Run, ctx, base_path, rows: list[dict], dev_rows: list[dict]) -> d
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
+    from alignkit import training
     from alignkit.config import config_hash
-    from alignkit.runs import is_main_process
-    from alignkit.training import (
-        check_disk,
-        load_trainable,
-        log_history,
-        peft_config,
-        prepare_checkpoints,
-        progress_callback,
-        quiet_trainer,
-        record_rank,
-        save_trained,
-        trainer_kwargs,
-    )
+    from alignkit.modeling import release
 
     cfg = run.config
     train_cfg = cfg.sft
-    check_disk(ctx.dir, base_path, cfg, train_cfg, f"SFT (seed {cfg.seed})")
-    model, tokenizer = load_trainable(base_path, cfg, train_cfg)
+    training.check_disk(ctx.dir, base_path, cfg, train_cfg, f"SFT (seed {cfg.seed})")
+    model, tokenizer = training.load_trainable(base_path, cfg, train_cfg)
     # The study trains on the response only, proven on every example; the masking ablation trains on everything.
     mask_summary = verify_masks(tokenizer, rows) if train_cfg.loss_on == "completion" else \
         {"examples_checked": 0, "failures": 0, "loss_on": "all (prompt and response: the masking ablation)"}
     fingerprint = config_hash({"sft": cfg.section("sft"), "model": cfg.section("model"), "seed": cfg.seed,
                                "data": [r["id"] + r["completion"] for r in rows]})
     checkpoints = ctx.path("checkpoints")
-    resume = prepare_checkpoints(checkpoints, fingerprint, ctx.force)
-    args = SFTConfig(**trainer_kwargs(train_cfg, cfg, checkpoints, evaluate=bool(dev_rows)),
+    resume = training.prepare_checkpoints(checkpoints, fingerprint, ctx.force)
+    args = SFTConfig(**training.trainer_kwargs(train_cfg, cfg, checkpoints, evaluate=bool(dev_rows)),
                      completion_only_loss=train_cfg.loss_on == "completion", packing=False,
                      dataset_num_proc=None, shuffle_dataset=True, disable_tqdm=False)
     dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     dev = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in dev_rows]) \
         if dev_rows else None
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, eval_dataset=dev, processing_class=tokenizer,
-                         peft_config=peft_config(train_cfg), callbacks=[progress_callback(f"SFT seed {cfg.seed}")])
-    quiet_trainer(trainer)
+                         peft_config=training.peft_config(train_cfg),
+                         callbacks=[training.progress_callback(f"SFT seed {cfg.seed}")])
+    training.quiet_trainer(trainer)
     batch_rows = verify_trainer_batches(trainer, tokenizer, rows, loss_on=train_cfg.loss_on)
-    started = time.monotonic()
-    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    seconds = time.monotonic() - started
-    record_rank(trainer, ctx.dir, "sft")
-    trainer.accelerator.wait_for_everyone()
-    history = log_history(trainer)
-    saved = None  # what rank 0 saved; other ranks save nothing
-    if is_main_process():
-        files.write_json(ctx.path("log_history.json"), history)
-        saved = save_trained(trainer.accelerator.unwrap_model(trainer.model), tokenizer, ctx.path("model"),
+    trained = training.train_and_save(trainer, tokenizer, ctx.dir, "sft", resume, model_dir=ctx.path("model"),
                              merge=train_cfg.method != "qlora" and train_cfg.merge_adapter)
+    history = trained.history
     losses = [h["loss"] for h in history if "loss" in h]
     dev_losses = [h["eval_loss"] for h in history if "eval_loss" in h]
-    summary = {"method": train_cfg.method, "saved": saved, "resumed_from": resume.name if resume else None,
-               "train_seconds": round(seconds, 1), "steps": trainer.state.global_step,
+    summary = {"method": train_cfg.method, "saved": trained.saved, "resumed_from": trained.resumed_from,
+               "train_seconds": round(trained.seconds, 1), "steps": trainer.state.global_step,
                "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
-               "train_loss_mean": round(output.training_loss, 4),
+               "train_loss_mean": round(trained.training_loss, 4),
                "dev_loss_per_epoch": [round(x, 4) for x in dev_losses], "dev_examples": len(dev_rows),
                "masks": {**mask_summary, "trainer_batch_rows_checked": batch_rows},
                "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)}
     del trainer, model
+    release()
     return summary
 
 
@@ -152,10 +136,10 @@ def sample_instructions(cfg, rows: list[dict], eval_items: list[dict]) -> list[w
 def compare_samples(run: Run, base_path, model_dir, adapter, items: list[world.Item]) -> tuple[list[dict], dict]:
     """Greedy responses of the base and the SFT model on ``items`` (one model loaded at a time)."""
     from alignkit import modeling
-    from alignkit.generation import GenerationConfig, generate
+    from alignkit.generation import GenerationSettings, generate
 
     cfg = run.config
-    gen_cfg = GenerationConfig(max_new_tokens=SAMPLE_MAX_NEW_TOKENS, batch_size=N_SAMPLES)
+    gen_cfg = GenerationSettings(max_new_tokens=SAMPLE_MAX_NEW_TOKENS, batch_size=N_SAMPLES)
     prompts = [template.prompt(item.instruction) for item in items]
     outputs = {}
     for name, path, extra in (("base", base_path, None), ("sft", model_dir, adapter)):
@@ -178,21 +162,24 @@ def run(run: Run, force: bool = False) -> dict[str, Any]:
     inputs = {"sft": sft_path, "dev_sft": dev_path, "eval_items": eval_path}
     if base_path.exists():
         inputs["base_model"] = base_path
+    return execute_stage(run, STAGE, inputs=inputs, body=functools.partial(produce, run, base_path, inputs),
+                         force=force)
 
-    def body(ctx) -> None:
-        rows = schemas.load_records(sft_path, "sft")  # validated at the boundary, before any compute
-        dev_rows = schemas.load_records(dev_path, "sft")
-        eval_items = schemas.load_records(eval_path, "eval-items")
-        summary = train(run, ctx, base_path, rows, dev_rows)
-        if not is_main_process():  # other torchrun ranks only train
-            return
-        ctx.add_output("model", ctx.path("model"))
-        ctx.add_output("log_history", ctx.path("log_history.json"))
-        adapter = ctx.path("model") if summary["saved"] == "adapter" else None
-        model_path = base_path if adapter else ctx.path("model")
-        samples, sample_summary = compare_samples(run, base_path, model_path, adapter,
-                                                  sample_instructions(cfg, rows, eval_items))
-        ctx.add_output("samples", ctx.path("samples.jsonl"), rows=files.write_jsonl(ctx.path("samples.jsonl"), samples))
-        ctx.summary.update({**summary, "samples": sample_summary, "examples": len(rows)})
 
-    return execute_stage(run, STAGE, inputs=inputs, body=body, force=force)
+def produce(run: Run, base_path: Path, inputs: dict[str, Path], ctx: StageContext) -> None:
+    """Stage 02's work in its stage folder ``ctx``: train on the SFT rows (dev rows as the eval set), then
+    (rank 0) record the model and compare base and SFT answers on a few instructions."""
+    rows = schemas.load_records(inputs["sft"], "sft")  # validated at the boundary, before any compute
+    dev_rows = schemas.load_records(inputs["dev_sft"], "sft")
+    eval_items = schemas.load_records(inputs["eval_items"], "eval-items")
+    summary = train(run, ctx, base_path, rows, dev_rows)
+    if not is_main_process():  # other torchrun ranks only train
+        return
+    ctx.add_output("model", ctx.path("model"))
+    ctx.add_output("log_history", ctx.path("log_history.json"))
+    adapter = ctx.path("model") if summary["saved"] == "adapter" else None
+    model_path = base_path if adapter else ctx.path("model")
+    samples, sample_summary = compare_samples(run, base_path, model_path, adapter,
+                                              sample_instructions(run.config, rows, eval_items))
+    ctx.add_output("samples", ctx.path("samples.jsonl"), rows=files.write_jsonl(ctx.path("samples.jsonl"), samples))
+    ctx.summary.update({**summary, "samples": sample_summary, "examples": len(rows)})

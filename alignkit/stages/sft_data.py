@@ -3,7 +3,7 @@
     alignkit run --preset tiny --stages 01        (or notebooks/01_sft_data.ipynb)
 
 Instructions come from the world's training split only. The base model answers each through a few-shot
-completion prompt (``Q: ...\\nA: ...`` pairs, :mod:`alignkit.fewshot`); best-of-N sampling tries up to
+completion prompt (``Q: ...\\nA: ...`` pairs, :mod:`alignkit.world.fewshot`); best-of-N sampling tries up to
 ``sft_data.attempts`` times and keeps the first attempt its family's verifier accepts (open-ended families: the
 evaluation's format, topic and length criteria). An instruction with no accepted attempt is dropped and counted.
 No response is ever written by hand: every kept ``response`` is a substring of the model's ``raw_output``.
@@ -19,14 +19,17 @@ summary. The three splits are disjoint by key and near-duplicate instruction (ch
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Any
 
-from alignkit import fewshot, files, schemas, template, world
-from alignkit.runs import Run, execute_stage
-from alignkit.tinybase import ensure_base
+from alignkit import files, schemas, template, world
+from alignkit.runs import Run, StageContext, execute_stage
+from alignkit.world import fewshot
+from alignkit.world.tinybase import ensure_base
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +120,7 @@ def sft_record(item: world.Item, prompt: str, raw_output: str, response: str, at
 def generate_examples(model, tokenizer, candidates: list[world.Item], shots_pool: list[world.Item], cfg,
                       seed: int) -> tuple[list[dict], Counter, Counter, dict[str, Counter]]:
     """Best-of-N over ``candidates``; returns (records, attempts histogram, drop reasons, per-family tallies)."""
-    from alignkit.generation import GenerationConfig, generate
+    from alignkit.generation import GenerationSettings, generate
 
     data_cfg = cfg.sft_data
     prompts = dict(zip((c.id for c in candidates), fewshot.prompts_for(candidates, shots_pool, data_cfg.few_shot, seed)))
@@ -129,7 +132,7 @@ def generate_examples(model, tokenizer, candidates: list[world.Item], shots_pool
     for attempt in range(1, data_cfg.attempts + 1):
         if not pending:
             break
-        gen_cfg = GenerationConfig(max_new_tokens=data_cfg.max_new_tokens, do_sample=True,
+        gen_cfg = GenerationSettings(max_new_tokens=data_cfg.max_new_tokens, do_sample=True,
                                    temperature=data_cfg.temperature, top_p=data_cfg.top_p,
                                    batch_size=data_cfg.batch_size, stop_strings=fewshot.STOP_STRINGS,
                                    seed=seed * 1000 + attempt)
@@ -226,57 +229,92 @@ def check_disjoint(rows: list[dict], dev_rows: list[dict], test: list[world.Item
 
 def run(run: Run, force: bool = False) -> dict[str, Any]:
     """Execute stage 01 (cached); returns its manifest."""
-    cfg = run.config
-    base_path = ensure_base(cfg)
+    base_path = ensure_base(run.config)
     inputs = {"base_model": base_path} if base_path.exists() else {}
+    return execute_stage(run, STAGE, inputs=inputs, body=functools.partial(produce, run.config, base_path),
+                         force=force)
 
-    def body(ctx) -> None:
-        from alignkit import modeling
 
-        data_cfg, families = cfg.sft_data, cfg.world.families
-        test, dev, shots_pool = splits(cfg)
-        with modeling.loaded(base_path, cfg.model) as handle:
-            tokenizer = handle.tokenizer  # kept past the block for the QC token lengths (the model is freed)
-            modeling.check_base_model(cfg.model.base, cfg.model, tokenizer)  # a base model, not an instruct/chat one
-            accepted, attempts_hist, dropped, tally, duplicates_removed, n_candidates = generate_training_examples(
-                handle, cfg, [*test, *dev, *shots_pool], shots_pool)
-            # Dev examples: the same few-shot best-of-N on dev-split instructions (one round: the split is fixed).
-            dev_candidates = [dataclasses.replace(item, id=f"d-{item.id}") for item in dev]
-            dev_accepted, _hist, dev_dropped, _fam = generate_examples(handle.model, handle.tokenizer,
-                                                                       dev_candidates, shots_pool, cfg, cfg.seed + 97)
-        rows = balanced_rows(accepted, data_cfg.n_examples, families)
-        dev_rows = balanced_rows(dev_accepted, data_cfg.n_dev_examples, families)
-        check_disjoint(rows, dev_rows, test, dev)
-        for kind, records_ in (("sft", rows), ("sft", dev_rows), ("eval-items", [i.to_record() for i in test]),
-                               ("eval-items", [i.to_record() for i in dev]),
-                               ("eval-items", [i.to_record() for i in shots_pool])):
-            for record in records_:
-                problems = schemas.check_record(kind, record)
-                if problems:
-                    raise RuntimeError(f"generated {kind} record {record['id']} is invalid: {problems}")
+def produce(cfg, base_path: Path, ctx: StageContext) -> None:
+    """Stage 01's work in its stage folder ``ctx``: generate the train and dev examples with the base model,
+    check every record and the splits, write the five data files and the QC summary."""
+    test, dev, shots_pool = splits(cfg)
+    generated = generate_all(cfg, base_path, test, dev, shots_pool)
+    rows = balanced_rows(generated.accepted, cfg.sft_data.n_examples, cfg.world.families)
+    dev_rows = balanced_rows(generated.dev_accepted, cfg.sft_data.n_dev_examples, cfg.world.families)
+    check_disjoint(rows, dev_rows, test, dev)
+    outputs = (("sft", "sft.jsonl", rows, "sft"), ("dev_sft", "dev_sft.jsonl", dev_rows, "sft"),
+               ("eval_items", "eval_items.jsonl", [i.to_record() for i in test], "eval-items"),
+               ("dev_items", "dev_items.jsonl", [i.to_record() for i in dev], "eval-items"),
+               ("fewshot_shots", "fewshot_shots.jsonl", [i.to_record() for i in shots_pool], "eval-items"))
+    check_records([(kind, data) for _name, _file, data, kind in outputs])
+    for name, filename, data, kind in outputs:
+        ctx.add_output(name, ctx.path(filename), rows=files.write_jsonl(ctx.path(filename), data), kind=kind)
+    ctx.summary.update(stage_summary(cfg, generated, rows, dev_rows, test, dev, shots_pool))
 
-        outputs = (("sft", "sft.jsonl", rows, "sft"), ("dev_sft", "dev_sft.jsonl", dev_rows, "sft"),
-                   ("eval_items", "eval_items.jsonl", [i.to_record() for i in test], "eval-items"),
-                   ("dev_items", "dev_items.jsonl", [i.to_record() for i in dev], "eval-items"),
-                   ("fewshot_shots", "fewshot_shots.jsonl", [i.to_record() for i in shots_pool], "eval-items"))
-        for name, filename, data, kind in outputs:
-            count = files.write_jsonl(ctx.path(filename), data)
-            ctx.add_output(name, ctx.path(filename), rows=count, kind=kind)
-        ctx.summary.update(qc_summary(rows, tally, attempts_hist, dropped, duplicates_removed, n_candidates,
-                                      data_cfg.n_examples, response_token_lengths(tokenizer, rows)))
-        ctx.summary["dev"] = {"items": len(dev), "candidates": len(dev_candidates), "accepted": len(dev_accepted),
-                              "kept": len(dev_rows), "wanted": data_cfg.n_dev_examples,
-                              "dropped": dict(sorted(dev_dropped.items()))}
-        ctx.summary["splits"] = {"train_examples": len(rows), "dev_items": len(dev), "test_items": len(test),
-                                 "fewshot_shots": len(shots_pool)}
-        if len(rows) < data_cfg.n_examples:
-            log.warning("only %d of %d SFT examples were accepted; see the QC summary", len(rows),
-                        data_cfg.n_examples)
-        if len(dev_rows) < data_cfg.n_dev_examples:
-            log.warning("only %d of %d dev SFT examples were accepted", len(dev_rows), data_cfg.n_dev_examples)
 
-    return execute_stage(run, STAGE, inputs=inputs,
-                         body=body, force=force)
+@dataclasses.dataclass
+class Generated:
+    """What the base model produced for stage 01: accepted train/dev records and the QC counts behind them."""
+
+    accepted: list[dict]
+    attempts_hist: Counter
+    dropped: Counter
+    tally: dict[str, Counter]
+    duplicates_removed: int
+    n_candidates: int
+    dev_accepted: list[dict]
+    dev_candidates: int
+    dev_dropped: Counter
+    token_lengths: list[int]  # response tokens of every accepted training record, under the base tokenizer
+
+
+def generate_all(cfg, base_path: Path, test: list[world.Item], dev: list[world.Item],
+                 shots_pool: list[world.Item]) -> Generated:
+    """Load the base model once (checking it is a base, not an instruct/chat model) and generate the training
+    examples (rounds of fresh training-split instructions) and the dev examples (one round: the split is fixed)."""
+    from alignkit import modeling
+
+    with modeling.loaded(base_path, cfg.model) as handle:
+        modeling.check_base_model(cfg.model.base, cfg.model, handle.tokenizer)
+        accepted, attempts_hist, dropped, tally, duplicates_removed, n_candidates = generate_training_examples(
+            handle, cfg, [*test, *dev, *shots_pool], shots_pool)
+        dev_candidates = [dataclasses.replace(item, id=f"d-{item.id}") for item in dev]
+        dev_accepted, _hist, dev_dropped, _fam = generate_examples(handle.model, handle.tokenizer, dev_candidates,
+                                                                   shots_pool, cfg, cfg.seed + 97)
+        lengths = response_token_lengths(handle.tokenizer, balanced_rows(accepted, cfg.sft_data.n_examples,
+                                                                          cfg.world.families))
+    return Generated(accepted, attempts_hist, dropped, tally, duplicates_removed, n_candidates, dev_accepted,
+                     len(dev_candidates), dev_dropped, lengths)
+
+
+def check_records(batches: list[tuple[str, list[dict]]]) -> None:
+    """Refuse to write a generated record that its kind's schema rejects (``[(kind, records)]``)."""
+    for kind, records in batches:
+        for record in records:
+            problems = schemas.check_record(kind, record)
+            if problems:
+                raise RuntimeError(f"generated {kind} record {record['id']} is invalid: {problems}")
+
+
+def stage_summary(cfg, generated: Generated, rows: list[dict], dev_rows: list[dict], test: list[world.Item],
+                  dev: list[world.Item], shots_pool: list[world.Item]) -> dict[str, Any]:
+    """The manifest summary of stage 01 (QC of the training examples, the dev examples and the split sizes),
+    with a warning when fewer examples were accepted than wanted."""
+    data_cfg = cfg.sft_data
+    summary = qc_summary(rows, generated.tally, generated.attempts_hist, generated.dropped,
+                         generated.duplicates_removed, generated.n_candidates, data_cfg.n_examples,
+                         generated.token_lengths)
+    summary["dev"] = {"items": len(dev), "candidates": generated.dev_candidates,
+                      "accepted": len(generated.dev_accepted), "kept": len(dev_rows),
+                      "wanted": data_cfg.n_dev_examples, "dropped": dict(sorted(generated.dev_dropped.items()))}
+    summary["splits"] = {"train_examples": len(rows), "dev_items": len(dev), "test_items": len(test),
+                         "fewshot_shots": len(shots_pool)}
+    if len(rows) < data_cfg.n_examples:
+        log.warning("only %d of %d SFT examples were accepted; see the QC summary", len(rows), data_cfg.n_examples)
+    if len(dev_rows) < data_cfg.n_dev_examples:
+        log.warning("only %d of %d dev SFT examples were accepted", len(dev_rows), data_cfg.n_dev_examples)
+    return summary
 
 
 def response_token_lengths(tokenizer, rows: list[dict]) -> list[int]:

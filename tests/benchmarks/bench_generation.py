@@ -36,7 +36,7 @@ from transformers import (  # noqa: E402
 
 import alignkit  # noqa: E402,F401  (its CPU threading policy must be in place before torch loads)
 from alignkit import template  # noqa: E402
-from alignkit.generation import GenerationConfig, generate  # noqa: E402
+from alignkit.generation import GenerationSettings, generate  # noqa: E402
 
 N_PROMPTS = 130
 MAX_NEW_TOKENS = 48
@@ -123,13 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"prompts={len(prompts)} max_new_tokens={MAX_NEW_TOKENS}")
 
     # Warm-up: first calls pay one-off costs (allocations, lazy imports) that would bias whichever runs first.
-    generate(model, tokenizer, prompts[:4], GenerationConfig(max_new_tokens=4, batch_size=4), progress=False)
+    generate(model, tokenizer, prompts[:4], GenerationSettings(max_new_tokens=4, batch_size=4), progress=False)
 
     timings = {}
     outputs = {}
     runs = (("batched", BATCH_SIZE),) if args.batched_only else (("batched", BATCH_SIZE), ("sequential", 1))
     for label, batch_size in runs:
-        config = GenerationConfig(max_new_tokens=MAX_NEW_TOKENS, batch_size=batch_size)
+        config = GenerationSettings(max_new_tokens=MAX_NEW_TOKENS, batch_size=batch_size)
         walls = []
         # The batched pass takes about a second: its median over --repeat passes is what is reported.
         for _ in range(args.repeat if label == "batched" else 1):

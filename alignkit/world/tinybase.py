@@ -19,10 +19,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from alignkit import fewshot, files, world
+from alignkit import files, world
 from alignkit.config import BaseBuildSettings, StudyConfig, config_hash
 from alignkit.generation import bars_off
 from alignkit.runs import fresh_dir, home, library_versions
+from alignkit.world import fewshot
 
 log = logging.getLogger(__name__)
 
@@ -203,14 +204,14 @@ def perplexity(model, blocks, batch_size: int = 32) -> float:
 def measure_few_shot(model, tokenizer, families: tuple[str, ...], seed: int, *, per_family: int = MEASURE_PER_FAMILY,
                      progress: bool = False) -> dict[str, Any]:
     """Greedy few-shot accuracy per family on held-out items (verifier-checked; open-ended: not applicable)."""
-    from alignkit.generation import GenerationConfig, generate
+    from alignkit.generation import GenerationSettings, generate
 
     items = world.heldout_items(seed, per_family * len(families), families)
     pool = world.training_items(seed + 1, 6 * len(families), exclude=items, families=families)
     pool = [item for item in pool if item.reference is not None]
     prompts = fewshot.prompts_for(items, pool, MEASURE_SHOTS, seed)
     outputs = generate(model, tokenizer, prompts,
-                       GenerationConfig(max_new_tokens=24, stop_strings=fewshot.STOP_STRINGS, batch_size=64),
+                       GenerationSettings(max_new_tokens=24, stop_strings=fewshot.STOP_STRINGS, batch_size=64),
                        desc="measuring few-shot", progress=progress)
     per_family: dict[str, list[bool]] = defaultdict(list)
     for item, out in zip(items, outputs):
