@@ -232,6 +232,22 @@ def test_headline_says_which_arm_is_higher_when_significant():
     assert res["headline"].endswith(": sft is higher than base_fewshot.")
 
 
+def test_a_significant_difference_below_the_mde_is_not_claimed():
+    # 100 items, sft passes content on all, base_fewshot fails 7: diff 0.07, exact two-sided sign-flip p =
+    # 2 / 2**7 = 0.016; the MDE solves 10 d = 1.960 sqrt(psi) + 0.842 sqrt(psi - d^2) with psi = max(0.07, d) = d:
+    # at d = 0.0767, 0.767 = 1.960 x 0.2769 + 0.842 x 0.2660 = 0.5427 + 0.2240, so MDE 0.0767 > 0.07.
+    rows = _rows("base_fewshot", None, {"content": [F] * 7 + [T] * 93}, 100) + _rows("sft", 1, {}, 100)
+    res = results.build_results(rows, models=["base_fewshot", "sft"], seeds=[1],
+                                contrasts=["base_fewshot->sft:content"], n_bootstrap=100, n_permutations=20000)
+    row = _by_key(res)[("base_fewshot", "sft", "content")]
+    assert row["diff"] == pytest.approx(0.07)
+    assert row["mde"] == pytest.approx(0.0767, abs=5e-4)
+    assert row["significant"] and row["p_adjusted"] == pytest.approx(1 / 64, abs=0.004)
+    assert not row["distinguishable"]
+    assert row["verdict"] == ("not distinguishable from no effect at this n (the difference is below the minimum "
+                              "detectable difference, although p < 0.05)")
+
+
 # ---------------------------------------------------------------------------------------------- untrained arms
 def test_untrained_arm_rows_serve_every_seed():
     # base (seed None) overall F T F F; sft seed 0: T T F F, seed 1: T T T F.

@@ -143,21 +143,38 @@ def _contrast(table, a: str, b: str, endpoint: str, *, n_bootstrap: int, n_permu
 
 
 def verdict(row: Mapping[str, Any], alpha: float) -> str:
-    """What a tested contrast shows, in words.
+    """What a tested contrast shows, in words. A difference smaller than the minimum detectable difference is
+    reported as not distinguishable from no effect even when its p-value is below alpha: the study is not powered
+    to tell a difference that small from noise, so it does not claim one.
 
     >>> verdict({"p_adjusted": 0.01, "diff": 0.2, "mde": 0.1, "b": "sft", "a": "base"}, 0.05)
     'sft is higher than base'
     >>> verdict({"p_adjusted": 0.4, "diff": 0.05, "mde": 0.12, "b": "sft", "a": "base"}, 0.05)
     'not distinguishable from no effect at this n (the difference is below the minimum detectable difference)'
+    >>> verdict({"p_adjusted": 0.02, "diff": -0.05, "mde": 0.08, "b": "sft_dpo", "a": "sft"}, 0.05)
+    'not distinguishable from no effect at this n (the difference is below the minimum detectable difference, although p < 0.05)'
     """
     if row.get("p_adjusted") is None:
         return "descriptive only: " + (row.get("by_design") or "not tested")
+    if row.get("mde") is None or abs(row["diff"] or 0.0) < row["mde"]:
+        below = "the difference is below the minimum detectable difference"
+        if row["p_adjusted"] < alpha:
+            below += f", although p < {alpha:g}"
+        return f"not distinguishable from no effect at this n ({below})"
     if row["p_adjusted"] < alpha:
         return f"{row['b']} is {'higher' if row['diff'] > 0 else 'lower'} than {row['a']}"
-    if row.get("mde") is None or abs(row["diff"] or 0.0) < row["mde"]:
-        return ("not distinguishable from no effect at this n (the difference is below the minimum detectable "
-                "difference)")
     return "not significant after correction, although the difference exceeds the minimum detectable difference"
+
+
+def distinguishable(row: Mapping[str, Any], alpha: float) -> bool:
+    """Whether a tested contrast shows a difference: significant after correction and at least the minimum
+    detectable difference (what the report colours as an effect).
+
+    >>> distinguishable({"p_adjusted": 0.02, "diff": -0.05, "mde": 0.08}, 0.05)
+    False
+    """
+    return (row.get("p_adjusted") is not None and row["p_adjusted"] < alpha and row.get("mde") is not None
+            and abs(row["diff"] or 0.0) >= row["mde"])
 
 
 def contrast_rows(table, contrasts: Sequence[str], endpoints: Sequence[str], *, correction: str, alpha: float,
@@ -196,6 +213,7 @@ def contrast_rows(table, contrasts: Sequence[str], endpoints: Sequence[str], *, 
             row["p_adjusted"] = adjusted
     for row in rows:
         row["significant"] = row["p_adjusted"] is not None and row["p_adjusted"] < alpha
+        row["distinguishable"] = distinguishable(row, alpha)
         row["verdict"] = verdict(row, alpha)
     return rows
 

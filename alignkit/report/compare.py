@@ -16,7 +16,7 @@ from typing import Any
 
 from alignkit import files
 from alignkit.eval import contrast_stats, stats
-from alignkit.eval.results import outcome_table, verdict
+from alignkit.eval.results import distinguishable, outcome_table, verdict
 from alignkit.runs import MANIFEST, home, reports_root
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,7 @@ def against_reference(points: Sequence[Mapping[str, Any]], reference: str, arm: 
     for row, adjusted in zip(rows, stats.adjust([r["p_value"] for r in rows], "holm")):
         row["p_adjusted"] = adjusted
         row["significant"] = adjusted < alpha
+        row["distinguishable"] = distinguishable(row, alpha)
         row["verdict"] = verdict(row, alpha)
     return rows
 

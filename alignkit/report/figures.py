@@ -142,8 +142,9 @@ def forest_figure(rows: Sequence[Mapping[str, Any]], title: str):
             continue
         if row.get("mde") is not None:
             ax.fill_betweenx([y - 0.3, y + 0.3], -100 * row["mde"], 100 * row["mde"], color="#e5e7eb")
-        colour = "#166534" if row.get("significant") and row["diff"] > 0 else \
-            "#991b1b" if row.get("significant") else "#334155"
+        # Coloured only when the contrast shows a difference: significant and at least the MDE.
+        colour = "#166534" if row.get("distinguishable") and row["diff"] > 0 else \
+            "#991b1b" if row.get("distinguishable") else "#334155"
         ax.errorbar(100 * row["diff"], y, xerr=[[100 * (row["diff"] - row["ci_low"])],
                                                 [100 * (row["ci_high"] - row["diff"])]],
                     fmt="o", color=colour, capsize=4)

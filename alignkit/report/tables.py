@@ -41,7 +41,7 @@ def rates_frame(results: Mapping[str, Any], endpoints: Sequence[str] | None = No
 def contrast_view(row: Mapping[str, Any]) -> dict[str, Any]:
     """One contrast as table cells (and the CSS class of its row)."""
     tested = row.get("p_adjusted") is not None
-    cls = "" if not tested or not row.get("significant") else ("sig-up" if row["diff"] > 0 else "sig-down")
+    cls = "" if not tested or not row.get("distinguishable") else ("sig-up" if row["diff"] > 0 else "sig-down")
     return {"cls": cls, "contrast": f"{row['b']} vs {row['a']}", "endpoint": endpoint_label(row["endpoint"]),
             "role": row["role"], "rate_a": pct(row.get("rate_a")), "rate_b": pct(row.get("rate_b")),
             "diff": pts(row.get("diff")),
