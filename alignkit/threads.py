@@ -10,8 +10,9 @@ subprocess do that before anything imports torch). It sets, only where the user 
   torch process on 2 cores: both processes' threads spin at barriers waiting for a thread that is descheduled.
 
 Measured with ``python tests/benchmarks/bench_contention.py`` on the 2-core development machine (README table):
-a bounded spin keeps the idle throughput of the default (ratio 1.00) where ``OMP_WAIT_POLICY=PASSIVE`` lost
-6-25%, and beside a competitor keeps 0.7 of it where the default kept 0.03.
+a bounded spin keeps the idle throughput of the default (ratio 0.92-1.02 over four runs; the VM is noisy) where
+``OMP_WAIT_POLICY=PASSIVE`` lost 6-25%, and beside a competitor keeps 0.51-0.72 of it where the default kept
+0.02-0.27.
 
 Overrides: any of the variables above set in the environment wins; ``ALIGNKIT_THREADS=N`` sets the thread count;
 ``ALIGNKIT_THREAD_POLICY=off`` leaves everything to torch; the config key ``runtime.threads`` (0 = automatic)
