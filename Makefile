@@ -12,11 +12,13 @@ STAMP := $(VENV)/.alignkit-installed
 
 .PHONY: setup run test test-fast bench lab clean-runs readme-numbers gpu-check
 
+# pip -qq: setup prints errors only (warnings about this machine's package indexes or the build backend would
+# otherwise fill a newcomer's terminal before the study starts).
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -c "import torch" >/dev/null 2>&1 || $(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[dev,gpu]"
+	$(PY) -m pip install -qq --upgrade pip
+	$(PY) -c "import torch" >/dev/null 2>&1 || $(PY) -m pip install -qq torch==2.13.0
+	$(PY) -m pip install -qq -e ".[dev,gpu]"
 	$(PY) -c "from alignkit.runner import ensure_kernel; ensure_kernel()"
 	touch $(STAMP)
 

@@ -275,7 +275,9 @@ def quiet_trainer(trainer) -> None:
     import os
 
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from transformers.utils.notebook import NotebookProgressCallback
 
     if os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes"):
-        trainer.remove_callback(ProgressCallback)
-        trainer.remove_callback(PrinterCallback)
+        # In a notebook kernel the trainer uses NotebookProgressCallback (a bar and a metrics table per run).
+        for callback in (ProgressCallback, NotebookProgressCallback, PrinterCallback):
+            trainer.remove_callback(callback)

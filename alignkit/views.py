@@ -23,6 +23,9 @@ def notebook_run(preset: str, config_file: str, overrides: str, run_id: str) -> 
         handler._alignkit_notebook = True  # type: ignore[attr-defined]
         root.addHandler(handler)
         root.setLevel(logging.INFO)
+        # bitsandbytes warns on every CPU import that an optional kernel package is absent; it falls back to its
+        # own CPU code, so the line says nothing about the study.
+        logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     run = open_run(preset, config_file or None, overrides, run_id or None)
     print(f"run {run.run_id!r} (preset {run.config.preset}, training seeds {list(run.config.training_seeds)}) "
           f"in {run.dir}")

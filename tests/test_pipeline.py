@@ -47,6 +47,21 @@ def test_every_stage_completes_with_a_manifest(smoke_run):
     assert (run_dir / "run.log").is_file()
 
 
+def test_executed_notebooks_show_no_stderr_box_and_no_trainer_bars(smoke_run):
+    """A headless run's notebooks show log lines and tables, never a red stderr box (library warnings) or the
+    trainer's own progress bar and metrics table (the progress lines say the same once)."""
+    run_dir, _, _ = smoke_run
+    for stage in STAGES:
+        notebook = json.loads((run_dir / stage / f"{stage}.ipynb").read_text())
+        for index, cell in enumerate(notebook["cells"]):
+            for output in cell.get("outputs", []):
+                where = f"{stage} cell {index}"
+                assert not (output["output_type"] == "stream" and output["name"] == "stderr"), \
+                    f"{where}: stderr: {''.join(output['text'])[:300]}"
+                html = "".join(output.get("data", {}).get("text/html", []))
+                assert "<progress" not in html, f"{where}: a trainer progress bar"
+
+
 @pytest.mark.parametrize("path, kind", [
     ("01_sft_data/sft.jsonl", "sft"), ("01_sft_data/dev_sft.jsonl", "sft"),
     ("01_sft_data/eval_items.jsonl", "eval-items"), ("01_sft_data/dev_items.jsonl", "eval-items"),

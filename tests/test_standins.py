@@ -407,12 +407,8 @@ def test_lora_sft_then_dpo_with_the_adapter_disabled_as_reference(standin, tmp_p
 def test_qlora_sft_then_dpo_continuing_the_adapter_against_its_frozen_copy(standin, tmp_path):
     from safetensors.torch import load_file
 
+    from alignkit.artifacts import ModelMismatchError, ModelSpec, check_dpo_initial_weights
     from alignkit.runs import fingerprint_path
-    from alignkit.stages.evaluation import (
-        ModelMismatchError,
-        ModelSpec,
-        check_dpo_initial_weights,
-    )
 
     cfg = standin_config(standin, "qlora")
     rows = sft_rows()
