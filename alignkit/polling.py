@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # typing.Self is Python 3.11+; annotations are not evaluated at run time
+    from typing import Self
 
 
 class Poller:
