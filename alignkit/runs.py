@@ -383,7 +383,7 @@ def execute_stage(run: Run, stage: str, *, inputs: dict[str, Path], body: Callab
     main = is_main_process()
     base = {"stage": stage, "run_id": run.run_id, "preset": run.config.preset, "seed": run.config.seed,
             "fingerprint": fingerprint, "config": config_part, "inputs": input_entries, "code": code,
-            "experiment": run.config.section("experiment"),
+            "experiment": run.config.section("experiment"), "processes": world_size(),
             "versions": library_versions(), "git_commit": git_commit(), "started": _now()}
     # Mark the stage as running before any work: a kill leaves no complete-looking manifest behind.
     if main:

@@ -26,6 +26,7 @@ import csv
 import io
 import itertools
 import logging
+import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,11 +45,12 @@ from alignkit.config import (
     parse_overrides,
     resolve,
 )
-from alignkit.runs import MANIFEST, Run, check_run_id, home, is_cached, reports_root
+from alignkit.runs import MANIFEST, Run, check_run_id, home, is_cached, reports_root, stage_code, world_size
 
 log = logging.getLogger(__name__)
 
 TIE_KEYS = ("dpo.learning_rate", "sft.learning_rate")
+SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 @dataclass(frozen=True)
@@ -157,14 +159,55 @@ def recorded_seconds(preset: str, root: Path | None = None) -> dict[str, float]:
     return {stage: statistics.median(values) for stage, values in seen.items()}
 
 
+def _unit_key(stage: str, seed: int | None, config_part: dict[str, Any], code: str, processes: int) -> tuple:
+    """What makes one stage unit the same as another when its inputs do not exist yet: its stage, training seed,
+    config sections, code and number of processes, as in its fingerprint (inputs are the outputs of the upstream
+    units, so a chain of keys stands for them)."""
+    return stage, seed, files.to_json(config_part), code, processes
+
+
+def held_chains(runs_root: Path) -> dict[tuple, set[str]]:
+    """Chains of unit keys (every stage up to and including one unit) that complete manifests under
+    ``runs_root`` hold, mapped to the runs holding them: what a new run with the same chain would take from
+    another run's cache instead of computing (see :func:`alignkit.runs.adopt`; evaluation is never shared)."""
+    held: dict[tuple, set[str]] = {}
+    for run_dir in sorted(p for p in runs_root.iterdir() if p.is_dir()) if runs_root.is_dir() else []:
+        seeds = sorted({int(p.name[4:]) for stage in PER_SEED_STAGES for p in (run_dir / stage).glob("seed*")
+                        if p.name[4:].isdigit()}) or [None]
+        for seed in seeds:
+            chain: tuple = ()
+            for stage in STAGES[:-1]:
+                per_seed = stage in PER_SEED_STAGES
+                path = run_dir / stage / (f"seed{seed}" if per_seed else "") / MANIFEST
+                try:
+                    manifest = files.read_json(path) if path.is_file() else None
+                except (OSError, ValueError):
+                    manifest = None
+                if not manifest or manifest.get("status") != "complete" or (per_seed and seed is None):
+                    break  # nothing downstream of a missing unit can be held
+                chain = (*chain, _unit_key(stage, seed if per_seed else None, manifest.get("config", {}),
+                                           (manifest.get("code") or {}).get("hash", ""),
+                                           manifest.get("processes", 1)))
+                held.setdefault(chain, set()).add(run_dir.name)
+    return held
+
+
 def plan(points: Sequence[Point], preset: str, config_file: str | None, base_overrides: Sequence[str],
          stages: Sequence[str] = STAGES) -> dict[str, Any]:
-    """How many stage units each point needs, how many the cache already holds or points share, and an estimate
-    of the time: a unit is shared when an earlier point has the same config for it and for every stage before it
-    (it will be computed once and taken from the cache by the others)."""
+    """How many stage units each point needs and where each comes from, with an estimate of the time.
+
+    A unit is *cached* when its own run already holds it, *held* when another run of this ``ALIGNKIT_HOME``
+    computed it with the same config, seed and code all the way up its chain (it will be linked from there),
+    *shared* when an earlier point of this sweep will compute it (same chain), and otherwise *to run*; only the
+    units to run count in the estimate (median recorded seconds of their stage on this machine).
+    """
+
     seconds = recorded_seconds(preset)
+    held = held_chains(home() / "runs")
+    codes = {stage: stage_code(stage)["hash"] for stage in stages}
+    processes = world_size()
     seen_chains: set[tuple] = set()
-    units = {"total": 0, "cached": 0, "shared": 0, "to_run": 0}
+    units = {"total": 0, "cached": 0, "held": 0, "shared": 0, "to_run": 0}
     estimate, unknown = 0.0, set()
     for point in points:
         cfg = resolve(preset, config_file, [*base_overrides, *point.overrides])
@@ -172,14 +215,17 @@ def plan(points: Sequence[Point], preset: str, config_file: str | None, base_ove
         for seed in cfg.training_seeds:
             chain: tuple = ()
             for stage in stages:
-                view = run.for_seed(seed) if stage in PER_SEED_STAGES else run
-                chain = (*chain, stage, seed if stage in PER_SEED_STAGES else None,
-                         tuple(files.to_json(view.config.section(s)) for s in ("seed", *STAGE_SECTIONS[stage])))
-                if stage not in PER_SEED_STAGES and seed != cfg.training_seeds[0]:
-                    continue  # a shared stage counts once per point
+                per_seed = stage in PER_SEED_STAGES
+                view = run.for_seed(seed) if per_seed else run
+                config_part = {s: view.config.section(s) for s in ("seed", *STAGE_SECTIONS[stage])}
+                chain = (*chain, _unit_key(stage, seed if per_seed else None, config_part, codes[stage], processes))
+                if not per_seed and seed != cfg.training_seeds[0]:
+                    continue  # a stage shared by the seeds counts once per point
                 units["total"] += 1
                 if view.manifest(stage) is not None and is_cached(view, stage):
                     units["cached"] += 1
+                elif stage != "06_evaluation" and held.get(chain, set()) - {point.run_id}:
+                    units["held"] += 1
                 elif chain in seen_chains and stage != "06_evaluation":
                     units["shared"] += 1
                 else:
@@ -194,14 +240,20 @@ def plan(points: Sequence[Point], preset: str, config_file: str | None, base_ove
 
 
 def describe_plan(summary: dict[str, Any]) -> str:
-    """The cost as two lines for the terminal."""
+    """The cost as two lines for the terminal.
+
+    >>> print(describe_plan({"runs": 2, "units": {"total": 20, "cached": 0, "held": 9, "shared": 1, "to_run": 10},
+    ...                      "estimate_seconds": 150, "no_timing_for": ["06_evaluation"]}))
+    2 runs, 20 stage units: 0 cached in their own run, 9 held by another run, 1 shared between points, 10 to run
+    estimated time: about 2.5 min from the stage timings recorded on this machine (none yet for 06_evaluation)
+    """
     units = summary["units"]
-    lines = [f"{summary['runs']} runs, {units['total']} stage units: {units['cached']} cached, {units['shared']} "
-             f"shared between points, {units['to_run']} to run",
-             f"estimated time: at most about {summary['estimate_seconds'] / 60:.1f} min from the stage timings "
-             "recorded on this machine (units another existing run already holds are taken from it)" + (f" (no timing recorded yet for {', '.join(summary['no_timing_for'])})"
-                               if summary["no_timing_for"] else "")]
-    return "\n".join(lines)
+    missing = summary["no_timing_for"]
+    return "\n".join([
+        f"{summary['runs']} runs, {units['total']} stage units: {units['cached']} cached in their own run, "
+        f"{units['held']} held by another run, {units['shared']} shared between points, {units['to_run']} to run",
+        f"estimated time: about {summary['estimate_seconds'] / 60:.1f} min from the stage timings recorded on this "
+        "machine" + (f" (none yet for {', '.join(missing)})" if missing else "")])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -280,15 +332,20 @@ def write_table(folder: Path, rows: Sequence[dict[str, Any]], winner: dict[str, 
 def selected_yaml(point: Point, rule: str) -> str:
     """The winner's overrides as a nested YAML config, with the rule that chose it as a comment.
 
-    >>> print(selected_yaml(Point("x", ("dpo.beta=0.1",), "s-00"), "highest dev overall"), end="")
-    # chosen by alignkit sweep (run s-00): highest dev overall
+    >>> print(selected_yaml(Point("x", ("dpo.beta=0.1", "dpo.learning_rate=5e-5"), "s-00"), "highest"), end="")
+    # chosen by alignkit sweep (run s-00): highest
     dpo:
       beta: 0.1
+      learning_rate: 5.0e-05
     """
     nested = parse_overrides(list(point.overrides))
 
     def typed(value: Any) -> Any:
-        return {k: typed(v) for k, v in value.items()} if isinstance(value, dict) else yaml.safe_load(value)
+        if isinstance(value, dict):
+            return {k: typed(v) for k, v in value.items()}
+        loaded = yaml.safe_load(value)
+        # YAML 1.1 (PyYAML) reads 1e-4 as a string; a learning rate written that way must stay a number.
+        return float(loaded) if isinstance(loaded, str) and SCIENTIFIC.fullmatch(loaded) else loaded
 
     return f"# chosen by alignkit sweep (run {point.run_id}): {rule}\n" + yaml.safe_dump(typed(nested),
                                                                                         sort_keys=False)

@@ -375,6 +375,27 @@ def test_check_batch_rows_in_the_wrong_order(tok, batch_rows):
     assert len(problems) == 2 and all("training ids differ" in p for p in problems)
 
 
+def _trained_everywhere(batch: dict) -> dict:
+    """The batch with every real token trained on its own id, as the unmasked ablation (sft.loss_on=all) wants."""
+    labels = batch["input_ids"].clone()
+    labels[batch["attention_mask"] == 0] = -100
+    return {**batch, "labels": labels}
+
+
+def test_check_batch_loss_on_all_wants_every_real_token_and_no_padding(tok, batch_rows):
+    masked = _collate(tok, [masks.tokenize_example(tok, r["prompt"], r["completion"]) for r in batch_rows])
+    everything = _trained_everywhere(masked)
+    assert masks.check_batch(tok, everything, batch_rows, loss_on="all") == []
+    # the study's own mask is not what the ablation trains on, and the ablation's is not the study's
+    assert masks.check_batch(tok, masked, batch_rows, loss_on="all") == [
+        "short: loss_on=all but some real tokens are not trained on their own id",
+        "long: loss_on=all but some real tokens are not trained on their own id"]
+    assert all("start inside the prompt" in p for p in masks.check_batch(tok, everything, batch_rows))
+    padded = (everything["attention_mask"][0] == 0).nonzero()[0, 0]
+    everything["labels"][0, padded] = tok.pad_token_id
+    assert masks.check_batch(tok, everything, batch_rows, loss_on="all") == ["short: padding tokens are trained"]
+
+
 def test_check_batch_merging_tokenizer(merging, batch_rows):
     batch = _collate(merging, [masks.tokenize_example(merging, r["prompt"], r["completion"]) for r in batch_rows])
     problems = masks.check_batch(merging, batch, batch_rows)
@@ -427,8 +448,8 @@ def _trl_trainer(tokenizer, rows, output_dir, **extra_args):
         vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
         num_key_value_heads=2, max_position_embeddings=128, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id))
-    args = trl.SFTConfig(output_dir=str(output_dir), completion_only_loss=True, max_length=64,
-                         per_device_train_batch_size=2, use_cpu=True, report_to=[], **extra_args)
+    args = trl.SFTConfig(**{"output_dir": str(output_dir), "completion_only_loss": True, "max_length": 64,
+                            "per_device_train_batch_size": 2, "use_cpu": True, "report_to": [], **extra_args})
     dataset = datasets.Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     return trl.SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
 
@@ -466,6 +487,18 @@ def test_tokenisation_equals_trl_sft_trainer(tok, merging, kind, tmp_path):
         assert all("start inside the prompt" in p for p in problems)
     else:
         assert problems == []
+
+
+def test_sft_loss_on_all_trains_the_prompt_in_the_trainers_own_batches(tok, tmp_path):
+    """sft.loss_on=all turns TRL's completion-only loss off: the trainer's collated batches train the prompt too,
+    which the stage's check accepts under loss_on=all and refuses under the study's completion-only rule."""
+    from alignkit.stages import sft
+
+    rows = _trl_rows()
+    trainer = _trl_trainer(tok, rows, tmp_path, completion_only_loss=False)
+    assert sft.verify_trainer_batches(trainer, tok, rows, loss_on="all") == len(rows)
+    with pytest.raises(sft.MaskError, match="start inside the prompt"):
+        sft.verify_trainer_batches(trainer, tok, rows, loss_on="completion")
 
 
 def test_sft_verify_trainer_batches_with_shuffled_dataset(tok, tmp_path):

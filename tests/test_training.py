@@ -142,6 +142,23 @@ def test_trainer_kwargs_are_accepted_by_trl_configs(tmp_path: Path) -> None:
         assert args.lr_scheduler_type == "cosine" or str(args.lr_scheduler_type).endswith("COSINE")
 
 
+@pytest.mark.parametrize("loss_type, expected_types, expected_weights", [
+    ("sigmoid", ["sigmoid"], None), ("ipo", ["ipo"], None), ("hinge", ["hinge"], None),
+    ("robust", ["robust"], None), ("rpo", ["sigmoid", "sft"], [1.0, 0.25])])
+def test_every_dpo_loss_type_is_a_dpo_config_trl_accepts(tmp_path: Path, loss_type: str, expected_types: list[str],
+                                                         expected_weights: list[float] | None) -> None:
+    """The dpo_loss suite's switch (dpo.loss_type, dpo.rpo_alpha) reaches TRL as the loss it names."""
+    from trl import DPOConfig
+
+    from alignkit.stages import dpo
+
+    cfg = resolve("smoke", overrides=["model.device=cpu", f"dpo.loss_type={loss_type}", "dpo.rpo_alpha=0.25"])
+    args = DPOConfig(**training.trainer_kwargs(cfg.dpo, cfg, tmp_path / "dpo"), beta=cfg.dpo.beta,
+                     **dpo.loss_args(cfg.dpo))
+    assert list(args.loss_type) == expected_types
+    assert (list(args.loss_weights) if args.loss_weights is not None else None) == expected_weights
+
+
 # --------------------------------------------------------------------------------------------------
 # A tiny model folder, and QLoRA on the CPU
 # --------------------------------------------------------------------------------------------------
