@@ -462,16 +462,22 @@ def _link_or_copy(source: str | Path, target: str | Path) -> None:
 
 @contextlib.contextmanager
 def fresh_dir(path: Path) -> Iterator[Path]:
-    """Yield an empty temporary sibling of ``path``; on success it replaces ``path`` (for output folders)."""
+    """Yield an empty temporary sibling of ``path``; on success it replaces ``path`` (for output folders such as a
+    saved model). A write that fails for lack of space or rights, in the block or in the swap, becomes one
+    :class:`alignkit.files.WriteFailed` line naming ``path``; the partial folder is removed and ``path`` kept."""
     tmp = path.with_name(f".{path.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
         yield tmp
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
+    except OSError as error:
+        if isinstance(error, files.WriteFailed) or error.errno not in files.WRITE_FAILURES:
+            raise
+        raise files.WriteFailed(path, error.errno) from error
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

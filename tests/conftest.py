@@ -10,10 +10,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# alignkit first: importing it sets the threading policy (alignkit.threads), which must precede torch's import to
+# take effect in this process; subprocesses inherit it.
+import alignkit  # noqa: E402,F401,I001  # isort: skip
 import pytest  # noqa: E402
 import torch  # noqa: E402
-
-import alignkit  # noqa: E402,F401  (sets the threading policy before torch loads; subprocesses inherit it)
 
 # In-process tests use one thread: results do not depend on it and timings stay stable beside the notebook
 # kernels and CLI subprocesses the tests start (those run with alignkit's policy, see alignkit.threads).

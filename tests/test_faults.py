@@ -111,3 +111,41 @@ def test_evaluation_killed_mid_generation_keeps_finished_models(smoke_run):
     subprocess.run(stage_command("fault-eval", "06"), check=True, capture_output=True)
     assert status(run, "06_evaluation") == "complete"
     assert first.stat().st_mtime_ns == written  # the finished model was not generated again
+
+
+#: ``alignkit`` with a disk that is full for one file: renaming ``pairs.jsonl`` into place fails with ENOSPC, as
+#: it would on a full volume (tests run as root in CI, where a read-only folder does not stop a write).
+FULL_DISK_FOR_PAIRS = """
+import errno, os, sys
+real_replace = os.replace
+def replace(src, dst, *args, **kwargs):
+    if os.path.basename(str(dst)) == "pairs.jsonl":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+    return real_replace(src, dst, *args, **kwargs)
+os.replace = replace
+from alignkit.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_full_disk_stops_the_stage_with_one_line_and_the_same_command_completes_later(smoke_run):
+    """Stage 04 in a real process whose disk fills when it writes its pairs: it exits 1 with one line naming the
+    file, leaves no complete manifest and no pairs file; the same command, with space back, completes."""
+    run_dir, _, _ = smoke_run
+    run = clone_stages(run_dir, "fault-disk", ["01_sft_data", "02_sft_training", "03_negatives"])
+    command = [*stage_command("fault-disk", "04"), "--force"]  # --force: compute, do not take the smoke run's pairs
+    full = subprocess.run([sys.executable, "-c", FULL_DISK_FOR_PAIRS, *command[3:]], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    unit = run / "04_preference_pairs" / "seed0"
+    assert full.returncode == 1, full.stderr[-2000:]
+    lines = [line for line in full.stderr.splitlines() if line.startswith("alignkit: ")]
+    assert len(lines) == 1 and lines[0].startswith(f"alignkit: cannot write {unit / 'pairs.jsonl'}: no space left on "
+                                                    "device; free space"), full.stderr[-2000:]
+    assert "Traceback" not in full.stderr
+    assert status(run, "04_preference_pairs/seed0") == "failed"
+    assert not (unit / "pairs.jsonl").exists() and not list(unit.glob(".pairs.jsonl*"))
+
+    subprocess.run(command, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    manifest = files.read_json(unit / "manifest.json")
+    assert manifest["status"] == "complete" and manifest["outputs"]["pairs"]["rows"] >= 60
+    assert len(files.read_jsonl(unit / "pairs.jsonl")) == manifest["outputs"]["pairs"]["rows"]

@@ -498,6 +498,23 @@ def test_fresh_dir_failure_leaves_old_folder_and_no_temp(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
+def test_fresh_dir_full_disk_is_one_line_naming_the_folder(tmp_path):
+    """A model save that runs out of space (as safetensors' OSError would) keeps the old folder and says which."""
+    import errno
+
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "old.bin").write_text("old")
+    with pytest.raises(files.WriteFailed) as info:
+        with fresh_dir(target) as tmp:
+            (tmp / "half.bin").write_text("half")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp / "model.safetensors"))
+    assert str(info.value).startswith(f"cannot write {target}: no space left on device; ")
+    assert "\n" not in str(info.value) and info.value.errno == errno.ENOSPC
+    assert sorted(p.name for p in target.iterdir()) == ["old.bin"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
 def test_fresh_dir_failure_without_old_folder_leaves_nothing(tmp_path):
     target = tmp_path / "model"
     with pytest.raises(KeyboardInterrupt):

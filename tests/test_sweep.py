@@ -260,3 +260,37 @@ def test_smoke_mix_suite_compares_its_points_and_reruns_nothing(smoke_run, smoke
     for name, run_dir in points.items():
         assert {u: m["finished"] for u, m in _units(run_dir).items()} == \
             {u: m["finished"] for u, m in manifests[name].items()}, name
+
+
+@pytest.mark.slow
+def test_smoke_dpo_grid_chooses_on_dev_and_writes_a_loadable_selection(smoke_run, smoke_env):
+    """A 2-point DPO grid beside the session's smoke run (dpo.beta 0.1 is smoke's own setting): stages 01-04 come
+    from the smoke run, every point is evaluated on the dev items only, and the winner's overrides are written to
+    selected.yaml, which loads back as a config with the chosen beta."""
+    env = {**os.environ}
+    env.pop("OMP_NUM_THREADS", None)
+    command = [sys.executable, "-m", "alignkit", "sweep", "--preset", "smoke", "--grid", "dpo.beta=0.1,0.3",
+               "--select", "dev:overall", "--sweep-id", "smoke-dpo"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # beta 0.1: 01-05 held (1 + 4 x 2); beta 0.3: 01-04 held (1 + 3 x 2); to run: 05 x 2 and both evaluations
+    assert "2 runs, 20 stage units: 0 cached in their own run, 16 held by another run, 0 shared between points, " \
+           "4 to run" in result.stdout, result.stdout
+
+    n_dev = resolve("smoke", None, []).world.n_dev
+    folder = smoke_env / "reports" / "smoke-dpo"
+    with (folder / "sweep.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["dpo.beta"] for r in rows] == ["0.1", "0.3"] and {r["split"] for r in rows} == {"dev"}
+    for run_id in ("smoke-dpo-00", "smoke-dpo-01"):
+        results = files.read_json(smoke_env / "reports" / run_id / "results.json")
+        assert results["split"] == "dev" and results["n_items"] == n_dev, run_id
+        pairs = smoke_env / "data" / "runs" / run_id / "04_preference_pairs" / "seed0" / "manifest.json"
+        assert files.read_json(pairs)["adopted_from"]["run_id"] == "smoke"
+
+    rates = [float(r["sft_dpo overall"]) for r in rows]
+    winner = rows[0] if rates[0] >= rates[1] else rows[1]  # ties go to the earlier point (same learning rate)
+    text = (folder / "selected.yaml").read_text()
+    assert text.startswith("# chosen by alignkit sweep (run ") and "highest dev overall of sft_dpo" in text
+    assert f"selected: {winner['point']} -> {folder / 'selected.yaml'}" in result.stdout
+    assert resolve("smoke", str(folder / "selected.yaml"), []).dpo.beta == float(winner["dpo.beta"])
