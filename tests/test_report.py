@@ -370,3 +370,43 @@ def test_frames_for_the_notebook(built) -> None:
 
 def test_significance_marks_follow_adjusted_p() -> None:
     assert [significance_mark(p) for p in (0.0009, 0.009, 0.049, 0.05, None)] == ["***", "**", "*", "", ""]
+
+
+def test_every_criterion_and_composite_is_defined_in_the_report(built) -> None:
+    """The reader meets each criterion's definition in the report itself (the scorer's own table of them)."""
+    from html import unescape
+
+    from alignkit.eval import scoring
+
+    _, _, html = built
+    text = unescape(_text(html))
+    for name in scoring.CRITERIA:
+        definition = scoring.DEFINITIONS[name]
+        assert definition and _text(definition) in text, name
+
+
+def test_stage_notebook_exports_are_linked_and_every_file_is_readable_by_others(tmp_path) -> None:
+    """The report links the notebook exports that exist beside it (and only those), and under a 022 umask every
+    file it writes is readable by group and others (a shared reports folder, a web server)."""
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("ALIGNKIT_REPORTS", str(tmp_path / "reports"))
+            run = _make_run(tmp_path)
+            run.report_dir.mkdir(parents=True, exist_ok=True)
+            for stage in ("01_sft_data", "06_evaluation"):
+                (run.report_dir / f"{stage}.html").write_text("<html></html>")
+            html = report.build(run).read_text(encoding="utf-8")
+    finally:
+        os.umask(previous)
+    assert 'href="01_sft_data.html"' in html and 'href="06_evaluation.html"' in html
+    assert 'href="02_sft_training.html"' not in html
+    written = [p for p in run.report_dir.rglob("*") if p.is_file() and not p.name.endswith("_data.html")
+               and p.name != "06_evaluation.html"]
+    assert {p.name for p in written} >= {"report.html", "results.json"}
+    for path in written:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & 0o044 == 0o044, f"{path.name}: mode {oct(mode)}"
