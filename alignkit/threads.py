@@ -36,6 +36,8 @@ THREADS = "ALIGNKIT_THREADS"
 #: What :func:`apply` decided, for :func:`describe` (variable -> (value, "alignkit" or "environment")).
 _APPLIED: dict[str, tuple[str, str]] = {}
 _LOGGED = False
+#: Whether torch was already loaded when :func:`apply` ran, so the OpenMP runtime kept its default wait policy.
+_TOO_LATE = False
 
 
 def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
@@ -102,9 +104,13 @@ def apply() -> dict[str, str]:
     for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY"):
         if key in os.environ:
             _APPLIED[key] = (os.environ[key], "alignkit" if key in chosen else "environment")
-    if "torch" in sys.modules and "OMP_NUM_THREADS" in chosen:
-        # Imported too late to choose the wait policy; the thread count can still follow the policy.
-        sys.modules["torch"].set_num_threads(int(chosen["OMP_NUM_THREADS"]))
+    if "torch" in sys.modules:
+        # Imported too late to choose the wait policy (libgomp reads it when torch loads): say so in the log line,
+        # since a process in that state collapses beside another CPU-bound job. The thread count can still follow.
+        global _TOO_LATE
+        _TOO_LATE = "GOMP_SPINCOUNT" in chosen
+        if "OMP_NUM_THREADS" in chosen:
+            sys.modules["torch"].set_num_threads(int(chosen["OMP_NUM_THREADS"]))
     return chosen
 
 
@@ -123,7 +129,9 @@ def describe() -> str:
     if os.environ.get(SWITCH, "").lower() in ("off", "0", "false", "no"):
         return f"threading: {SWITCH}=off, torch defaults"
     parts = [f"{key}={value} ({who})" for key, (value, who) in _APPLIED.items()]
-    return f"threading: {available_cpus()} CPU(s) available; " + ", ".join(parts)
+    late = ("; torch was imported before alignkit, so the OpenMP wait policy cannot take effect in this process "
+            "(import alignkit first)") if _TOO_LATE else ""
+    return f"threading: {available_cpus()} CPU(s) available; " + ", ".join(parts) + late
 
 
 def log_once() -> None:
@@ -131,4 +139,4 @@ def log_once() -> None:
     global _LOGGED
     if not _LOGGED:
         _LOGGED = True
-        log.info(describe())
+        (log.warning if _TOO_LATE else log.info)(describe())

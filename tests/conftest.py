@@ -12,7 +12,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # alignkit first: importing it sets the threading policy (alignkit.threads), which must precede torch's import to
 # take effect in this process; subprocesses inherit it.
-import alignkit  # noqa: E402,F401,I001  # isort: skip
+import alignkit  # noqa: E402,F401
+
+# isort: split
 import pytest  # noqa: E402
 import torch  # noqa: E402
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from scipy import optimize
 from scipy import stats as scipy_stats
+from statsmodels.stats.proportion import proportion_confint
 
 Outcome = bool | None
 
@@ -174,19 +175,17 @@ def pooled_rate(by_seed: Mapping[int, Sequence[Outcome]]) -> dict[str, Any]:
 
 
 def wilson(rate: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for an observed proportion ``rate`` over ``n`` units (a pooled rate need not be a
-    whole count over ``n``).
+    """Wilson score interval for an observed proportion ``rate`` over ``n`` units: statsmodels'
+    ``proportion_confint(method="wilson")`` with the count ``rate * n``, which need not be whole (a rate pooled
+    over seeds). The bounds are pinned to exactly 0.0 / 1.0 at rate 0 / 1, and ``n == 0`` gives ``(0.0, 1.0)``.
 
     >>> [round(x, 4) for x in wilson(0.8, 10)]
     [0.4902, 0.9433]
     """
     if n <= 0:
         return 0.0, 1.0
-    z = float(scipy_stats.norm.ppf(1 - (1 - confidence) / 2))
-    denom = 1 + z * z / n
-    center = (rate + z * z / (2 * n)) / denom
-    half = (z / denom) * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n))
-    return (0.0 if rate == 0 else max(0.0, center - half), 1.0 if rate == 1 else min(1.0, center + half))
+    low, high = proportion_confint(rate * n, n, alpha=1 - confidence, method="wilson")
+    return (0.0 if rate == 0 else max(0.0, float(low)), 1.0 if rate == 1 else min(1.0, float(high)))
 
 
 def phi_matrix(rows: Sequence[Mapping[str, Outcome]], names: Sequence[str]) -> list[list[float | None]]:

@@ -24,6 +24,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+# alignkit before torch: its CPU threading policy must be in place when torch loads the OpenMP runtime. The
+# split keeps import sorting from moving it below torch (as it once did, silently voiding the policy).
+import alignkit  # noqa: E402,F401
+
+# isort: split
 import torch  # noqa: E402
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
 from transformers import (  # noqa: E402
@@ -34,7 +39,6 @@ from transformers import (  # noqa: E402
     PreTrainedTokenizerFast,
 )
 
-import alignkit  # noqa: E402,F401  (its CPU threading policy must be in place before torch loads)
 from alignkit import template  # noqa: E402
 from alignkit.generation import GenerationSettings, generate  # noqa: E402
 
