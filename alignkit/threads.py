@@ -9,10 +9,23 @@ subprocess do that before anything imports torch). It sets, only where the user 
   it sleeps. The default (300,000 spins) made batched generation about 40x slower beside one other CPU-bound
   torch process on 2 cores: both processes' threads spin at barriers waiting for a thread that is descheduled.
 
-Measured with ``python tests/benchmarks/bench_contention.py`` on the 2-core development machine (README table):
-a bounded spin keeps the idle throughput of the default (ratio 0.92-1.02 over four runs; the VM is noisy) where
-``OMP_WAIT_POLICY=PASSIVE`` lost 6-25%, and beside a competitor keeps 0.51-0.72 of it where the default kept
-0.02-0.27.
+Measured with ``python tests/benchmarks/bench_contention.py --rounds 4 --env GOMP_SPINCOUNT=N`` on the 2-core
+development machine, one run per value (the VM is noisy: the same setting's idle rate drifts by up to 25% between
+runs, so each run interleaves the two settings). Batched tokens/s beside a CPU-bound competitor / idle, and idle /
+torch's defaults idle in the same run; the defaults themselves kept 0.02-0.25 beside the competitor:
+
+====== ================ ==========================
+spins  contended / idle idle / defaults idle
+====== ================ ==========================
+1000   0.69, 0.69       0.89, 0.85 (2 runs; the second over 6 rounds)
+3000   0.49, 0.53       0.96, 0.82 (2 runs)
+10000  0.35             1.05
+50000  0.09             1.03
+====== ================ ==========================
+
+3000 is the smallest spin count tried that keeps at least 0.4 beside a competitor with the least idle cost: at
+1000 the idle cost was 11-15%; at 3000 it was 4% and 18% in two runs (the 10% target is not met reliably);
+``OMP_WAIT_POLICY=PASSIVE`` kept 0.72-0.73 and lost 19-25% idle.
 
 Overrides: any of the variables above set in the environment wins; ``ALIGNKIT_THREADS=N`` sets the thread count;
 ``ALIGNKIT_THREAD_POLICY=off`` leaves everything to torch; the config key ``runtime.threads`` (0 = automatic)
@@ -30,7 +43,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 #: Spins before an idle GNU OpenMP thread sleeps (libgomp's default is 300,000). See the module docstring.
-SPINCOUNT = "1000"
+SPINCOUNT = "3000"
 SWITCH = "ALIGNKIT_THREAD_POLICY"
 THREADS = "ALIGNKIT_THREADS"
 #: What :func:`apply` decided, for :func:`describe` (variable -> (value, "alignkit" or "environment")).
@@ -82,9 +95,9 @@ def policy_env(environ: dict[str, str] | os._Environ, cpus: int) -> dict[str, st
     """The variables to set: the policy's values for those ``environ`` does not set yet (pure).
 
     >>> policy_env({}, 2)
-    {'OMP_NUM_THREADS': '2', 'MKL_NUM_THREADS': '2', 'GOMP_SPINCOUNT': '1000'}
+    {'OMP_NUM_THREADS': '2', 'MKL_NUM_THREADS': '2', 'GOMP_SPINCOUNT': '3000'}
     >>> policy_env({"OMP_NUM_THREADS": "1", "ALIGNKIT_THREADS": "3"}, 2)
-    {'MKL_NUM_THREADS': '3', 'GOMP_SPINCOUNT': '1000'}
+    {'MKL_NUM_THREADS': '3', 'GOMP_SPINCOUNT': '3000'}
     >>> policy_env({"ALIGNKIT_THREAD_POLICY": "off"}, 2)
     {}
     """
