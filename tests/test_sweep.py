@@ -286,7 +286,8 @@ def test_smoke_dpo_grid_chooses_on_dev_and_writes_a_loadable_selection(smoke_run
         results = files.read_json(smoke_env / "reports" / run_id / "results.json")
         assert results["split"] == "dev" and results["n_items"] == n_dev, run_id
         pairs = smoke_env / "data" / "runs" / run_id / "04_preference_pairs" / "seed0" / "manifest.json"
-        assert files.read_json(pairs)["adopted_from"]["run_id"] == "smoke"
+        # taken from another run of the same config (the smoke run, or a fault-test copy of it), not recomputed
+        assert files.read_json(pairs)["adopted_from"]["run_id"] not in ("smoke-dpo-00", "smoke-dpo-01")
 
     rates = [float(r["sft_dpo overall"]) for r in rows]
     winner = rows[0] if rates[0] >= rates[1] else rows[1]  # ties go to the earlier point (same learning rate)
