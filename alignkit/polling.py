@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import abc
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -10,7 +11,7 @@ if TYPE_CHECKING:  # typing.Self is Python 3.11+; annotations are not evaluated 
     from typing import Self
 
 
-class Poller:
+class Poller(abc.ABC):
     """Call :meth:`poll` every ``interval_s`` seconds in a daemon thread while the ``with`` block runs, and once
     more on exit, so the state at the end is always seen. Subclasses implement :meth:`poll` and may set up state
     in :meth:`on_enter` (called before the thread starts).
@@ -32,8 +33,9 @@ class Poller:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @abc.abstractmethod
     def poll(self) -> None:
-        raise NotImplementedError
+        """One look at whatever the subclass watches (runs in the polling thread)."""
 
     def on_enter(self) -> None:
         """Set up before the first poll (nothing by default)."""

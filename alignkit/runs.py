@@ -312,6 +312,12 @@ def stage_fingerprint(config_part: dict[str, Any], input_hashes: dict[str, str],
     return config_hash({"config": config_part, "inputs": input_hashes, "code": code, "processes": world_size()})
 
 
+def stage_config(run: Run, stage: str) -> dict[str, Any]:
+    """The config sections that decide ``stage``'s outputs (its seed and :data:`STAGE_SECTIONS`), as its
+    fingerprint and manifest record them."""
+    return {name: run.config.section(name) for name in ("seed", *STAGE_SECTIONS[stage_name(stage)])}
+
+
 def stage_code(stage: str) -> dict[str, Any]:
     """The code identity of ``stage``: its module, the hash of its import closure, and whether the checkout had
     uncommitted changes (recorded in the manifest and shown in the report's provenance)."""
@@ -359,7 +365,7 @@ def execute_stage(run: Run, stage: str, *, inputs: dict[str, Path], body: Callab
     """
     stage = stage_name(stage)
     stage_dir = run.stage_dir(stage)
-    config_part = {name: run.config.section(name) for name in ("seed", *STAGE_SECTIONS[stage])}
+    config_part = stage_config(run, stage)
     input_entries = {name: {"path": str(path), "sha256": fingerprint_path(Path(path))}
                      for name, path in sorted(inputs.items())}
     code = stage_code(stage)

@@ -39,13 +39,22 @@ import yaml
 from alignkit import files
 from alignkit.config import (
     PER_SEED_STAGES,
-    STAGE_SECTIONS,
     STAGES,
     ConfigError,
     parse_overrides,
     resolve,
 )
-from alignkit.runs import MANIFEST, Run, check_run_id, home, is_cached, reports_root, stage_code, world_size
+from alignkit.runs import (
+    MANIFEST,
+    Run,
+    check_run_id,
+    home,
+    is_cached,
+    reports_root,
+    stage_code,
+    stage_config,
+    world_size,
+)
 
 log = logging.getLogger(__name__)
 
@@ -217,8 +226,8 @@ def plan(points: Sequence[Point], preset: str, config_file: str | None, base_ove
             for stage in stages:
                 per_seed = stage in PER_SEED_STAGES
                 view = run.for_seed(seed) if per_seed else run
-                config_part = {s: view.config.section(s) for s in ("seed", *STAGE_SECTIONS[stage])}
-                chain = (*chain, _unit_key(stage, seed if per_seed else None, config_part, codes[stage], processes))
+                chain = (*chain, _unit_key(stage, seed if per_seed else None, stage_config(view, stage), codes[stage],
+                                           processes))
                 if not per_seed and seed != cfg.training_seeds[0]:
                     continue  # a stage shared by the seeds counts once per point
                 units["total"] += 1

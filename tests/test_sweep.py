@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from alignkit import files, sweep
-from alignkit.config import EVAL_MODELS, PER_SEED_STAGES, STAGE_SECTIONS, STAGES, ConfigError, resolve
-from alignkit.runs import Run, stage_code
+from alignkit.config import EVAL_MODELS, PER_SEED_STAGES, STAGES, ConfigError, resolve
+from alignkit.runs import Run, stage_code, stage_config
 
 # --------------------------------------------------------------------------------------------------
 # Grids and suites
@@ -135,9 +135,8 @@ def _write_run(root: Path, run_id: str, overrides: list[str], *, seconds: float 
     for stage in STAGES[:-1]:
         for view in (run.seed_views() if stage in PER_SEED_STAGES else [run]):
             status = "running" if incomplete == (stage, view.training_seed) else "complete"
-            config_part = {s: view.config.section(s) for s in ("seed", *STAGE_SECTIONS[stage])}
             files.write_json(view.stage_dir(stage) / "manifest.json", {
-                "stage": stage, "preset": "smoke", "status": status, "config": config_part,
+                "stage": stage, "preset": "smoke", "status": status, "config": stage_config(view, stage),
                 "code": stage_code(stage), "seconds": seconds})
 
 
