@@ -27,7 +27,7 @@ import torch
 import transformers
 from tqdm.auto import tqdm
 
-from alignkit import template
+from alignkit import template, threads
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +207,7 @@ class StopOnText(transformers.StoppingCriteria):
         self.kept: list[int | None] | None = None
 
     def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        threads.follow_load()  # once per step: a neighbour that starts mid-batch is noticed within a step or two
         new = input_ids[:, self.prompt_width :]
         batch, steps = new.shape
         if self.kept is None:

@@ -13,6 +13,7 @@ def completion_logprobs(model, tokenizer, prompts: list[str], completions: list[
     """
     import torch
 
+    from alignkit import threads
     from alignkit.masks import tokenize_example
 
     encoded = [tokenize_example(tokenizer, p, c) for p, c in zip(prompts, completions)]
@@ -20,6 +21,7 @@ def completion_logprobs(model, tokenizer, prompts: list[str], completions: list[
     totals: list[float] = []
     with torch.inference_mode():
         for start in range(0, len(encoded), batch_size):
+            threads.follow_load()
             chunk = encoded[start : start + batch_size]
             width = max(len(ids) for ids, _ in chunk)
             ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alignkit import files
+from alignkit import files, threads
 from alignkit.config import (
     PER_SEED_STAGES,
     STAGE_MODULES,
@@ -200,8 +200,6 @@ class Run:
 def open_run(preset: str = "tiny", config_file: str | None = None, overrides: list[str] | str | None = None,
              run_id: str | None = None) -> Run:
     """Resolve the config and return the :class:`Run` (default run id: the preset name)."""
-    from alignkit import threads
-
     cfg = resolve(preset, config_file or None, overrides)
     threads.set_threads(cfg.runtime.threads)
     threads.log_once()
@@ -404,8 +402,10 @@ def execute_stage(run: Run, stage: str, *, inputs: dict[str, Path], body: Callab
                                              "error": f"{type(error).__name__}: {error}",
                                              "seconds": round(time.monotonic() - started, 2)})
         raise
+    # How torch's CPU thread count followed the load in this process (None: fixed by the user or the config).
     manifest = {**base, "status": "complete", "outputs": ctx.outputs, "summary": ctx.summary,
-                "finished": _now(), "seconds": round(time.monotonic() - started, 2)}
+                "finished": _now(), "seconds": round(time.monotonic() - started, 2),
+                "cpu_threads": threads.follower_summary()}
     if main:
         files.write_json(manifest_path, manifest)
     barrier()

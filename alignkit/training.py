@@ -224,6 +224,20 @@ def train_and_save(trainer, tokenizer, out_dir: Path, name: str, resume: Path | 
 PROGRESS_LINES = 4
 
 
+def trainer_callbacks(label: str) -> list:
+    """The callbacks every alignkit trainer gets: progress lines (:func:`progress_callback`) and, before each
+    optimizer step, a new measurement of the CPU load for the thread count (:func:`alignkit.threads.follow_load`)."""
+    from transformers import TrainerCallback
+
+    from alignkit import threads
+
+    class FollowLoad(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            threads.follow_load()
+
+    return [progress_callback(label), FollowLoad()]
+
+
 def progress_callback(label: str):
     """A ``TrainerCallback`` that logs one line per logging step to ``alignkit.progress`` (what ``alignkit run``
     relays to the terminal): step, loss, and for DPO the reward accuracy and margin; dev metrics per epoch."""

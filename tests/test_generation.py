@@ -252,6 +252,17 @@ def test_without_pad_token_uses_eos_and_leaves_tokenizer_alone(model, tokenizer,
     assert no_pad.padding_side == side
 
 
+def test_the_cpu_load_is_measured_every_generation_step(model, tokenizer, monkeypatch) -> None:
+    # The thread count follows other processes' load (alignkit.threads): a neighbour that starts mid-batch must be
+    # seen within a step, not at the next batch.
+    from alignkit import threads
+
+    calls = []
+    monkeypatch.setattr(threads, "follow_load", lambda: calls.append(1))
+    out = generate(model, tokenizer, PROMPTS[:2], GenerationSettings(max_new_tokens=5, batch_size=2), progress=False)
+    assert len(calls) >= max(g.output_tokens for g in out) >= 1
+
+
 def test_restores_training_mode(model, tokenizer) -> None:
     model.train()
     try:

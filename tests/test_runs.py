@@ -196,6 +196,10 @@ def test_execute_stage_writes_outputs_and_complete_manifest(run, input_file):
     assert before - 1 <= started.timestamp() <= finished.timestamp() <= time.time() + 1
     assert manifest["seconds"] >= 0
     assert isinstance(manifest["fingerprint"], str) and len(manifest["fingerprint"]) == 16
+    # How the CPU thread count followed the load in this process (None where the count is fixed).
+    from alignkit import threads
+
+    assert manifest["cpu_threads"] == threads.follower_summary()
     # The manifest is the only extra file: no temp files left in the stage folder.
     assert sorted(p.name for p in stage_dir.iterdir()) == [MANIFEST, "model", "out.jsonl"]
 

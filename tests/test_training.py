@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from alignkit import artifacts, files, masks, template, training
+from alignkit import artifacts, files, masks, template, threads, training
 from alignkit.config import resolve
 from alignkit.runs import Run
 from alignkit.stages import dpo, sft
@@ -200,7 +200,7 @@ def _raw(tensor):
     return tensor.detach().cpu().contiguous().view(torch.uint8).clone()
 
 
-def test_qlora_training_steps_on_the_cpu(tiny_folder: Path, tmp_path: Path) -> None:
+def test_qlora_training_steps_on_the_cpu(tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import bitsandbytes as bnb
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -219,7 +219,9 @@ def test_qlora_training_steps_on_the_cpu(tiny_folder: Path, tmp_path: Path) -> N
     args = SFTConfig(**kwargs, completion_only_loss=True, packing=False, disable_tqdm=True)
     dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in ROWS])
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=training.peft_config(cfg.sft))
+                         peft_config=training.peft_config(cfg.sft), callbacks=training.trainer_callbacks("SFT test"))
+    load_measurements = []
+    monkeypatch.setattr(threads, "follow_load", lambda: load_measurements.append(trainer.state.global_step))
     wrapped = trainer.model
     trainable = {name for name, p in wrapped.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in name for name in trainable)
@@ -229,6 +231,7 @@ def test_qlora_training_steps_on_the_cpu(tiny_folder: Path, tmp_path: Path) -> N
 
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert len(losses) == 2 and all(math.isfinite(loss) for loss in losses)
+    assert load_measurements == [0, 1], "the CPU load is measured before every optimizer step"
     after = {name: _raw(p) for name, p in wrapped.named_parameters()}
     changed = {name for name in before if not before[name].equal(after[name])}
     lora_b = {name for name in trainable if "lora_B" in name}

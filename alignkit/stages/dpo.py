@@ -190,7 +190,7 @@ def train_one(run: Run, ctx, name: str, init: tuple[Path, Path | None], pairs: l
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset(pairs),
                          eval_dataset=dataset(dev_pairs) if dev_pairs else None, processing_class=tokenizer,
                          peft_config=training.peft_config(dpo) if adapter is None else None,
-                         callbacks=[training.progress_callback(f"DPO {name} seed {cfg.seed}")])
+                         callbacks=training.trainer_callbacks(f"DPO {name} seed {cfg.seed}"))
     training.quiet_trainer(trainer)
     # QLoRA: TRL casts the trainable adapter to bf16 while the frozen reference copy stays float32, so their sums
     # agree only to bf16 precision whatever the model dtype.

@@ -106,7 +106,7 @@ def train(run: Run, ctx, base_path, rows: list[dict], dev_rows: list[dict]) -> d
         if dev_rows else None
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, eval_dataset=dev, processing_class=tokenizer,
                          peft_config=training.peft_config(train_cfg),
-                         callbacks=[training.progress_callback(f"SFT seed {cfg.seed}")])
+                         callbacks=training.trainer_callbacks(f"SFT seed {cfg.seed}"))
     training.quiet_trainer(trainer)
     batch_rows = verify_trainer_batches(trainer, tokenizer, rows, loss_on=train_cfg.loss_on)
     trained = training.train_and_save(trainer, tokenizer, ctx.dir, "sft", resume, model_dir=ctx.path("model"),

@@ -19,7 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from alignkit import files, world
+from alignkit import files, threads, world
 from alignkit.config import BaseBuildSettings, StudyConfig, config_hash
 from alignkit.generation import bars_off
 from alignkit.runs import fresh_dir, home, library_versions
@@ -167,6 +167,7 @@ def pretrain(model, blocks, build: BaseBuildSettings, *, progress: bool = True) 
     cursor, losses = 0, []
     bar = tqdm(range(build.steps), desc="pretraining base", disable=not progress or bars_off(), mininterval=2)
     for step in bar:
+        threads.follow_load()
         if cursor + build.batch_size > len(order):  # next epoch, reshuffled
             order, cursor = torch.randperm(len(blocks), generator=generator), 0
         batch = blocks[order[cursor : cursor + build.batch_size]]

@@ -1,6 +1,6 @@
 """Benchmark: batched generation on an idle machine and beside a CPU-bound competitor.
 
-    python tests/benchmarks/bench_contention.py [--seconds-cap 240] [--env KEY=VALUE ...]
+    python tests/benchmarks/bench_contention.py [--rounds 4] [--sequential] [--seconds-cap 600] [--env KEY=VALUE ...]
 
 Runs the generation benchmark (``bench_generation.py --batched-only``: 130 template prompts, 48 new tokens,
 batch 32, a random ~3M Llama built locally) in a fresh subprocess twice: once on the idle machine, once while a
@@ -11,6 +11,9 @@ alignkit sets up for itself (:mod:`alignkit.threads`) unless ``--no-policy`` is 
 torch's defaults (``--no-policy``) and alignkit's policy side by side. Prints, measured in this one run::
 
     idle_tokens_per_s=...  contended_tokens_per_s=...  contended_over_idle=0.xx
+
+``--sequential`` also times one-at-a-time generation (batch size 1) in every measurement and ends with a table of
+both wall times and the batched speed-up per setting, idle and beside the competitor.
 
 Never run it while another heavy job runs: the "idle" number would not be idle.
 """
@@ -45,15 +48,21 @@ while time.monotonic() < deadline:
 """
 
 
-def bench(env: dict[str, str]) -> float:
-    """Batched tokens/s of one ``bench_generation.py --batched-only`` subprocess."""
-    out = subprocess.run([sys.executable, str(HERE / "bench_generation.py"), "--batched-only"], env=env,
-                         capture_output=True, text=True, check=True, timeout=900).stdout
+def bench(env: dict[str, str], sequential: bool = False) -> dict[str, float]:
+    """One ``bench_generation.py`` subprocess: batched tokens/s, batched wall seconds and (``sequential``) the
+    one-at-a-time wall seconds."""
+    command = [sys.executable, str(HERE / "bench_generation.py")] + ([] if sequential else ["--batched-only"])
+    out = subprocess.run(command, env=env, capture_output=True, text=True, check=True, timeout=1800).stdout
     print("  " + out.strip().replace("\n", "\n  "), flush=True)
-    match = re.search(r"batched: .*tokens_per_s=(\d+)", out)
-    if match is None:
-        raise RuntimeError(f"no batched tokens_per_s in the benchmark output:\n{out}")
-    return float(match.group(1))
+    found = {}
+    for label in ("batched", "sequential") if sequential else ("batched",):
+        match = re.search(rf"{label}: .*wall_s=([\d.]+) .*tokens_per_s=(\d+)", out)
+        if match is None:
+            raise RuntimeError(f"no {label} wall_s / tokens_per_s in the benchmark output:\n{out}")
+        found[f"{label}_wall_s"] = float(match.group(1))
+        if label == "batched":
+            found["tokens_per_s"] = float(match.group(2))
+    return found
 
 
 @contextlib.contextmanager
@@ -71,8 +80,10 @@ def competitor(seconds_cap: float) -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds-cap", type=float, default=240.0, help="the competitor is killed after this long")
+    parser.add_argument("--seconds-cap", type=float, default=600.0, help="the competitor is killed after this long")
     parser.add_argument("--rounds", type=int, default=2, help="idle measurements per setting, interleaved")
+    parser.add_argument("--sequential", action="store_true",
+                        help="also time one-at-a-time generation and print the wall-time table")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="extra environment for the policy side (e.g. OMP_WAIT_POLICY=PASSIVE)")
     args = parser.parse_args(argv)
@@ -81,24 +92,35 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.env:
         key, _, value = item.partition("=")
         settings["policy"][key] = value
-    idle: dict[str, list[float]] = {name: [] for name in settings}
-    contended: dict[str, float] = {}
+    idle: dict[str, list[dict[str, float]]] = {name: [] for name in settings}
+    contended: dict[str, dict[str, float]] = {}
     # Idle runs alternate between the settings, so a drift of the machine's speed affects both alike.
     for round_index in range(args.rounds):
         for name, env in settings.items():
             print(f"idle, {name} (round {round_index + 1}):", flush=True)
-            idle[name].append(bench(env))
+            idle[name].append(bench(env, args.sequential))
     for name, env in settings.items():
         print(f"beside a competitor, {name}:", flush=True)
         with competitor(args.seconds_cap):
-            contended[name] = bench(env)
+            contended[name] = bench(env, args.sequential)
+
+    def median(name: str, key: str) -> float:
+        return statistics.median(m[key] for m in idle[name])
+
     for name in settings:
-        rate = statistics.median(idle[name])
-        print(f"{name}: idle_tokens_per_s={rate:.0f} contended_tokens_per_s={contended[name]:.0f} "
-              f"contended_over_idle={contended[name] / rate:.2f}")
-    ratio = statistics.median(idle["policy"]) / statistics.median(idle["defaults"])
+        rate = median(name, "tokens_per_s")
+        print(f"{name}: idle_tokens_per_s={rate:.0f} contended_tokens_per_s={contended[name]['tokens_per_s']:.0f} "
+              f"contended_over_idle={contended[name]['tokens_per_s'] / rate:.2f}")
+    if args.sequential:
+        print("| setting | batched wall (s) | one-at-a-time wall (s) | batched speed-up |\n|---|---|---|---|")
+        for name in settings:
+            rows = (("idle", median(name, "batched_wall_s"), median(name, "sequential_wall_s")),
+                    ("beside a competitor", contended[name]["batched_wall_s"], contended[name]["sequential_wall_s"]))
+            for where, batched, one_at_a_time in rows:
+                print(f"| {where}, {name} | {batched:.2f} | {one_at_a_time:.1f} | {one_at_a_time / batched:.1f}x |")
+    ratio = median("policy", "tokens_per_s") / median("defaults", "tokens_per_s")
     print(f"policy_idle_over_default_idle={ratio:.2f}")
-    print(f"contended_over_idle={contended['policy'] / statistics.median(idle['policy']):.2f}")
+    print(f"contended_over_idle={contended['policy']['tokens_per_s'] / median('policy', 'tokens_per_s'):.2f}")
     return 0
 
 

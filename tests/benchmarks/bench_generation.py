@@ -39,7 +39,7 @@ from transformers import (  # noqa: E402
     PreTrainedTokenizerFast,
 )
 
-from alignkit import template  # noqa: E402
+from alignkit import template, threads  # noqa: E402
 from alignkit.generation import GenerationSettings, generate  # noqa: E402
 
 N_PROMPTS = 130
@@ -146,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{label}: batch_size={batch_size} wall_s={timings[label]:.2f} output_tokens={tokens} "
             f"tokens_per_s={tokens / timings[label]:.0f}"
         )
+    # How alignkit's load follower moved torch's thread count during the passes (None: the count was fixed).
+    print(f"cpu_threads={threads.follower_summary()}")
     if args.batched_only:
         return 0
     same = sum(a == b for a, b in zip(outputs["batched"], outputs["sequential"]))
