@@ -24,7 +24,7 @@ idle rate drifts by up to 25% between runs), so each run interleaves the setting
 =========================================== ================ ====================
 setting                                     contended / idle idle / defaults idle
 =========================================== ================ ====================
-follow the load, libgomp's spin (default)   0.55             1.09
+follow the load, libgomp's spin (default)   0.55, 0.52, 0.50 1.09, 1.04, 0.95
 follow the load, ``GOMP_SPINCOUNT=3000``    0.58             0.80
 follow the load, ``GOMP_SPINCOUNT=10000``   0.63             0.84
 fixed count, ``GOMP_SPINCOUNT=1000``        0.69, 0.69       0.89, 0.85
@@ -34,8 +34,9 @@ fixed count, ``OMP_WAIT_POLICY=PASSIVE``    0.72, 0.73       0.81, 0.75
 fixed count, ``OMP_NUM_THREADS=1``          0.56             0.77
 =========================================== ================ ====================
 
-Every bounded spin or passive wait cost idle speed (11-25%, beyond the 10% allowed); following the load keeps
-libgomp's spin and so the idle speed, and keeps more than half the speed beside a competitor. :data:`SPINCOUNT`
+The bounded spins that kept at least 0.4 beside a competitor (1000, 3000) and passive waiting cost 4-25% of the idle
+speed, more than 10% in most runs; following the load keeps libgomp's spin and so the idle speed, and more than
+half the speed beside a competitor. :data:`SPINCOUNT`
 (3000) is the fixed-count setting with at least 0.4 beside a competitor and the least idle cost.
 
 Overrides: any of the variables above set in the environment wins; ``ALIGNKIT_THREADS=N`` sets the most threads
@@ -59,6 +60,9 @@ log = logging.getLogger(__name__)
 SPINCOUNT = "3000"
 SWITCH = "ALIGNKIT_THREAD_POLICY"
 THREADS = "ALIGNKIT_THREADS"
+#: The variables alignkit itself set, as ``KEY=VALUE`` pairs: a child process (a notebook kernel, a stage process)
+#: inherits them, and must not take them for the user's own choice (which would fix its thread count).
+CHOSEN = "ALIGNKIT_THREADS_CHOSEN"
 #: What :func:`apply` decided, for :func:`describe` (variable -> (value, "alignkit" or "environment")).
 _APPLIED: dict[str, tuple[str, str]] = {}
 _LOGGED = False
@@ -149,15 +153,32 @@ def policy_env(environ: dict[str, str] | os._Environ, cpus: int, *, following: b
     return {key: value for key, value in wanted.items() if key not in environ}
 
 
+def without_inherited(environ: dict[str, str]) -> dict[str, str]:
+    """``environ`` less the variables a parent alignkit process chose (those still holding its value) (pure).
+
+    >>> without_inherited({"OMP_NUM_THREADS": "2", "GOMP_SPINCOUNT": "1", CHOSEN: "OMP_NUM_THREADS=2"})
+    {'GOMP_SPINCOUNT': '1'}
+    >>> without_inherited({"OMP_NUM_THREADS": "1", CHOSEN: "OMP_NUM_THREADS=2"})  # changed since: the user's
+    {'OMP_NUM_THREADS': '1'}
+    """
+    inherited = dict(pair.split("=", 1) for pair in environ.get(CHOSEN, "").split() if "=" in pair)
+    return {key: value for key, value in environ.items()
+            if key != CHOSEN and not (key in inherited and inherited[key] == value)}
+
+
 def apply() -> dict[str, str]:
     """Set the policy's environment variables (before torch loads) and start following the load; returns what
     was set."""
     global _FOLLOWER, _TOO_LATE
+    for key in set(os.environ) - set(without_inherited(dict(os.environ))):
+        del os.environ[key]  # chosen by a parent alignkit process: choose again here
     cpus = available_cpus()
     if follows_load(os.environ):
         _FOLLOWER = LoadFollower.for_this_process(int(os.environ.get(THREADS) or cpus))
     chosen = policy_env(os.environ, cpus, following=_FOLLOWER is not None)
     os.environ.update(chosen)
+    if chosen:
+        os.environ[CHOSEN] = " ".join(f"{key}={value}" for key, value in chosen.items())
     for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY"):
         if key in os.environ:
             _APPLIED[key] = (os.environ[key], "alignkit" if key in chosen else "environment")
@@ -302,8 +323,11 @@ class LoadFollower:
                 return self.threads
         self._rise_votes = 0
         if target != self.threads:
-            log.info("threading: other processes used %.1f of %d CPU(s); torch threads %d -> %d",
-                     others, len(self.cpus), self.threads, target)
+            # The first change in a process is worth a line in the terminal; later ones (a neighbour that comes
+            # and goes) are debug lines, and their count goes to the stage manifest.
+            (log.info if self.changes == 0 else log.debug)(
+                "threading: other processes used %.1f of %d CPU(s); torch threads %d -> %d%s", others,
+                len(self.cpus), self.threads, target, " (later changes: debug log)" if self.changes == 0 else "")
             self._set_threads(target)
             self.threads, self.changes, self.lowest = target, self.changes + 1, min(self.lowest, target)
         return self.threads

@@ -40,6 +40,9 @@ def test_every_stage_completes_with_a_manifest(smoke_run):
             m = files.read_json(unit / "manifest.json")
             assert m["status"] == "complete", unit
             assert m["versions"]["torch"] and m["code"]["hash"]
+            # The stage's kernel chose its own threading (not the parent's variables taken as the user's): its
+            # thread count followed the load.
+            assert m["cpu_threads"]["ceiling"] >= 1, (unit, m["cpu_threads"])
             for entry in m["outputs"].values():
                 assert (run_dir / entry["path"]).exists()
         assert (run_dir / stage / f"{stage}.ipynb").is_file()

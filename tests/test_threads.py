@@ -51,7 +51,7 @@ def test_alignkit_is_imported_before_torch(path):
 def _describe_after(first: str, second: str, **extra_env: str) -> str:
     env = {k: v for k, v in os.environ.items()
            if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY",
-                        "ALIGNKIT_THREAD_POLICY", "ALIGNKIT_THREADS")}
+                        "ALIGNKIT_THREAD_POLICY", "ALIGNKIT_THREADS", threads.CHOSEN)}
     code = f"import {first}, {second}\nfrom alignkit import threads\nprint(threads.describe())"
     return subprocess.run([sys.executable, "-c", code], env={**env, **extra_env}, capture_output=True, text=True,
                           check=True, timeout=300).stdout
@@ -75,6 +75,21 @@ def test_by_default_the_thread_count_follows_the_load_with_libgomps_own_spin_eve
     assert "follow the load" not in fixed
     # ALIGNKIT_THREADS sets the most threads used, still followed.
     assert "follow the load (3 when" in _describe_after("alignkit", "torch", ALIGNKIT_THREADS="3")
+
+
+def test_a_child_of_an_alignkit_process_chooses_again_and_follows_the_load():
+    # A notebook kernel or stage process inherits the variables its parent set; they are not the user's choice.
+    child = "import alignkit, torch\nfrom alignkit import threads\nprint(threads.describe())"
+    parent = (f"import alignkit, subprocess, sys\nprint(subprocess.run([sys.executable, '-c', {child!r}], "
+              "capture_output=True, text=True, check=True).stdout)")
+    line = _describe_after("alignkit", "os", ALIGNKIT_THREADS="3")  # the parent alone, for comparison
+    assert "follow the load (3 when" in line
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "GOMP_SPINCOUNT",
+                                                            "ALIGNKIT_THREAD_POLICY", "ALIGNKIT_THREADS",
+                                                            threads.CHOSEN)}
+    out = subprocess.run([sys.executable, "-c", parent], env=env, capture_output=True, text=True, check=True,
+                         timeout=300).stdout
+    assert "follow the load" in out and "(environment)" not in out and "GOMP_SPINCOUNT" not in out, out
 
 
 class FakeMachine:
@@ -182,7 +197,7 @@ print(threads.follower_summary())
                     reason="needs /proc/stat and at least 2 CPUs to leave one to the other process")
 def test_a_real_process_uses_fewer_threads_while_another_process_burns_a_cpu():
     env = {k: v for k, v in os.environ.items()
-           if k not in ("OMP_NUM_THREADS", "ALIGNKIT_THREAD_POLICY", "ALIGNKIT_THREADS")}
+           if k not in ("OMP_NUM_THREADS", "ALIGNKIT_THREAD_POLICY", "ALIGNKIT_THREADS", threads.CHOSEN)}
     burner = subprocess.Popen([sys.executable, "-c", BURNER])
     try:
         out = subprocess.run([sys.executable, "-c", FOLLOW_BESIDE_BURNER], env=env, capture_output=True, text=True,
@@ -235,3 +250,18 @@ def test_one_and_two_threads_give_the_same_bits_on_the_tiny_model():
         torch.set_num_threads(before)
     assert one[1] == two[1]
     assert one[0] == two[0] and one[2] == two[2]
+
+
+def test_only_the_first_change_is_an_info_line(caplog):
+    import logging
+
+    machine = FakeMachine()
+    follower = machine.follower()
+    with caplog.at_level(logging.DEBUG, logger="alignkit.threads"):
+        for busy in ((0.5, 0.5), (0.0, 0.0), (0.0, 0.0), (0.5, 0.5)):  # down, (vote), up, down
+            machine.advance(0.5, busy, 0.0)
+            follower.update()
+    assert machine.set_to == [1, 2, 1]
+    levels = [record.levelname for record in caplog.records if "torch threads" in record.getMessage()]
+    assert levels == ["INFO", "DEBUG", "DEBUG"]
+    assert "other processes used 2.0 of 2 CPU(s); torch threads 2 -> 1" in caplog.records[0].getMessage()
