@@ -393,6 +393,7 @@ def execute_stage(run: Run, stage: str, *, inputs: dict[str, Path], body: Callab
     if main:
         files.write_json(manifest_path, {**base, "status": "running"})
     ctx = StageContext(run=run, stage=stage, dir=stage_dir, force=force)
+    threads_before = threads.follower_summary()
     started = time.monotonic()
     try:
         body(ctx)
@@ -408,6 +409,12 @@ def execute_stage(run: Run, stage: str, *, inputs: dict[str, Path], body: Callab
                 "cpu_threads": threads.follower_summary()}
     if main:
         files.write_json(manifest_path, manifest)
+    if threads_before and manifest["cpu_threads"]["changes"] > threads_before["changes"]:
+        # Training splits some reductions by thread: its last bits (and so, rarely, a greedy token) depend on it.
+        log.warning("%s: other processes were using the CPUs, so the torch thread count changed during this stage "
+                    "(lowest %d of %d); its numbers may differ in the last bits from a run on an idle machine. For "
+                    "bit-identical reruns beside other jobs, set ALIGNKIT_THREAD_POLICY=fixed.", label,
+                    manifest["cpu_threads"]["lowest"], manifest["cpu_threads"]["ceiling"])
     barrier()
     if not main:
         return files.read_json(manifest_path)

@@ -270,9 +270,11 @@ class LoadFollower:
     moment does not make the count flap. Written here because no library measures the load other processes put
     on one's own CPUs (psutil's system-wide percentages include this process).
 
-    Thread count and numerics: on the tiny model 1 and 2 threads give identical bits (tested); for a large model
-    run on the CPU a different count may change low-order bits, so fix it (``ALIGNKIT_THREADS`` or
-    ``runtime.threads``) where bit-identical reruns beside other jobs matter.
+    Thread count and numerics: on the tiny model, 1 and 2 threads give identical logits and generations, but a
+    backward pass differs in the last bits (torch splits some reductions by thread; tested). So a run beside other
+    jobs can differ from an idle-machine run in its last bits, and a stage whose count changed logs a warning and
+    records it in its manifest. ``ALIGNKIT_THREAD_POLICY=fixed`` keeps the count fixed where bit-identical reruns
+    beside other jobs matter more than their speed.
     """
 
     def __init__(self, ceiling: int, cpus: Collection[int], *, read_stat: Callable[[], str],

@@ -10,17 +10,16 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-# alignkit first: importing it sets the threading policy (alignkit.threads), which must precede torch's import to
-# take effect in this process; subprocesses inherit it.
-import alignkit  # noqa: E402,F401
-
-# isort: split
+# Importing alignkit sets the threading policy (alignkit.threads), which must precede torch's import to take
+# effect in this process (test_threads checks the order); subprocesses choose their own.
 import pytest  # noqa: E402
-import torch  # noqa: E402
+
+from alignkit import threads  # noqa: E402
 
 # In-process tests use one thread: results do not depend on it and timings stay stable beside the notebook
-# kernels and CLI subprocesses the tests start (those run with alignkit's policy, see alignkit.threads).
-torch.set_num_threads(1)
+# kernels and CLI subprocesses the tests start (those run with alignkit's policy). Set through the policy, so that
+# following the load never raises it again. This imports torch, after alignkit.
+threads.set_threads(1)
 
 
 @pytest.fixture(scope="session")

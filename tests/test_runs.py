@@ -204,6 +204,34 @@ def test_execute_stage_writes_outputs_and_complete_manifest(run, input_file):
     assert sorted(p.name for p in stage_dir.iterdir()) == [MANIFEST, "model", "out.jsonl"]
 
 
+def test_a_stage_whose_thread_count_changed_says_its_last_bits_may_differ(run, input_file, monkeypatch, caplog):
+    import logging
+
+    from alignkit import threads
+
+    machine_cpus = {0, 1}
+    follower = threads.LoadFollower(2, machine_cpus, read_stat=lambda: "cpu0 0 0 0 0 0 0 0 0\n",
+                                    set_threads=lambda n: None)
+    monkeypatch.setattr(threads, "_FOLLOWER", follower)
+
+    class Contended(Body):
+        def __call__(self, ctx):
+            super().__call__(ctx)
+            follower.changes, follower.lowest = follower.changes + 1, 1  # as if a neighbour had come
+
+    with caplog.at_level(logging.WARNING, logger="alignkit.runs"):
+        manifest = _run_stage(run, Contended(input_file), input_file)
+    assert manifest["cpu_threads"] == {"ceiling": 2, "lowest": 1, "changes": 1, "now": 2}
+    warning = " ".join(r.getMessage() for r in caplog.records)
+    assert "thread count changed during this stage (lowest 1 of 2)" in warning
+    assert "ALIGNKIT_THREAD_POLICY=fixed" in warning
+    # A stage during which the count stayed put says nothing.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="alignkit.runs"):
+        _run_stage(run, Body(input_file), input_file, force=True)
+    assert "thread count changed" not in caplog.text
+
+
 def test_second_call_is_cached(run, input_file):
     body = Body(input_file)
     first = _run_stage(run, body, input_file)

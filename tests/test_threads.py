@@ -37,7 +37,8 @@ SCRIPTS = sorted(p for p in REPO.glob("tests/**/*.py")
 
 
 def test_scripts_that_import_both_exist():
-    assert REPO / "tests" / "conftest.py" in SCRIPTS
+    # conftest.py imports only alignkit at module level (torch comes through it); if it ever imports torch too, it
+    # joins SCRIPTS and the order is checked.
     assert REPO / "tests" / "benchmarks" / "bench_generation.py" in SCRIPTS
 
 
@@ -210,9 +211,10 @@ def test_a_real_process_uses_fewer_threads_while_another_process_burns_a_cpu():
     assert summary["lowest"] <= summary["ceiling"] - 1 and summary["changes"] >= 1, summary
 
 
-def test_one_and_two_threads_give_the_same_bits_on_the_tiny_model():
-    """The load follower may change the thread count mid-run; on the tiny preset's model that must not change a
-    number (the byte-identical reruns rely on it): logits, greedy generations and one training step's gradients."""
+def test_what_a_change_of_thread_count_changes_on_the_tiny_model(monkeypatch):
+    """The load follower may change the thread count mid-run. On the tiny preset's model, inference does not change
+    by a bit (logits, greedy generations); a backward pass changes gradients in the last bits only (torch splits
+    some reductions by thread), which is why a stage that changed its count says so (see execute_stage)."""
     import torch
 
     from alignkit import template, world
@@ -220,6 +222,7 @@ def test_one_and_two_threads_give_the_same_bits_on_the_tiny_model():
     from alignkit.generation import GenerationSettings, generate
     from alignkit.world import tinybase
 
+    monkeypatch.setattr(threads, "_FOLLOWER", None)  # the counts below are set by hand
     build = resolve("tiny").base_build
     tokenizer = tinybase.train_tokenizer(world.corpus(0, 80), build.vocab_size)
     torch.manual_seed(0)
@@ -228,16 +231,16 @@ def test_one_and_two_threads_give_the_same_bits_on_the_tiny_model():
                                                   "Reverse the word 'planet'.", "List three kinds of apple.")]
     batch = tokenizer(prompts, return_tensors="pt", padding=True)
 
-    def measure() -> tuple[bytes, list[str], bytes]:
+    def measure() -> tuple[torch.Tensor, list[str], torch.Tensor]:
         model.zero_grad(set_to_none=True)
         with torch.no_grad():
-            logits = model(**batch).logits.numpy().tobytes()
+            logits = model(**batch).logits
         texts = [g.raw_output for g in generate(model, tokenizer, prompts, GenerationSettings(max_new_tokens=16),
                                                 progress=False)]
         model.train()
         model(**batch, labels=batch["input_ids"]).loss.backward()
         model.eval()
-        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]).numpy().tobytes()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
         return logits, texts, grads
 
     before = torch.get_num_threads()
@@ -248,8 +251,8 @@ def test_one_and_two_threads_give_the_same_bits_on_the_tiny_model():
         one = measure()
     finally:
         torch.set_num_threads(before)
-    assert one[1] == two[1]
-    assert one[0] == two[0] and one[2] == two[2]
+    assert one[1] == two[1] and torch.equal(one[0], two[0])
+    assert torch.allclose(one[2], two[2], rtol=1e-5, atol=1e-6)
 
 
 def test_only_the_first_change_is_an_info_line(caplog):
