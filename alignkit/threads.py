@@ -36,8 +36,7 @@ fixed count, ``OMP_NUM_THREADS=1``          0.56             0.77
 
 The bounded spins that kept at least 0.4 beside a competitor (1000, 3000) and passive waiting cost 4-25% of the idle
 speed, more than 10% in most runs; following the load keeps libgomp's spin and so the idle speed, and more than
-half the speed beside a competitor. :data:`SPINCOUNT`
-(3000) is the fixed-count setting with at least 0.4 beside a competitor and the least idle cost.
+half the speed beside a competitor. :data:`SPINCOUNT` (3000) is the fixed-count setting with at least 0.4 beside a competitor and the least idle cost.
 
 Overrides: any of the variables above set in the environment wins; ``ALIGNKIT_THREADS=N`` sets the most threads
 used (still followed); ``ALIGNKIT_THREAD_POLICY=fixed`` keeps the count fixed, ``=off`` leaves everything to torch;
@@ -153,24 +152,26 @@ def policy_env(environ: dict[str, str] | os._Environ, cpus: int, *, following: b
     return {key: value for key, value in wanted.items() if key not in environ}
 
 
-def without_inherited(environ: dict[str, str]) -> dict[str, str]:
-    """``environ`` less the variables a parent alignkit process chose (those still holding its value) (pure).
+def inherited(environ: dict[str, str] | os._Environ) -> list[str]:
+    """The variables of ``environ`` that a parent alignkit process chose (those still holding its value), and its
+    record of them (pure).
 
-    >>> without_inherited({"OMP_NUM_THREADS": "2", "GOMP_SPINCOUNT": "1", CHOSEN: "OMP_NUM_THREADS=2"})
-    {'GOMP_SPINCOUNT': '1'}
-    >>> without_inherited({"OMP_NUM_THREADS": "1", CHOSEN: "OMP_NUM_THREADS=2"})  # changed since: the user's
-    {'OMP_NUM_THREADS': '1'}
+    >>> inherited({"OMP_NUM_THREADS": "2", "GOMP_SPINCOUNT": "1", CHOSEN: "OMP_NUM_THREADS=2"})
+    ['OMP_NUM_THREADS', 'ALIGNKIT_THREADS_CHOSEN']
+    >>> inherited({"OMP_NUM_THREADS": "1", CHOSEN: "OMP_NUM_THREADS=2"})  # changed since: the user's
+    ['ALIGNKIT_THREADS_CHOSEN']
     """
-    inherited = dict(pair.split("=", 1) for pair in environ.get(CHOSEN, "").split() if "=" in pair)
-    return {key: value for key, value in environ.items()
-            if key != CHOSEN and not (key in inherited and inherited[key] == value)}
+    if CHOSEN not in environ:
+        return []
+    chosen = dict(pair.split("=", 1) for pair in environ[CHOSEN].split() if "=" in pair)
+    return [key for key, value in chosen.items() if environ.get(key) == value] + [CHOSEN]
 
 
 def apply() -> dict[str, str]:
     """Set the policy's environment variables (before torch loads) and start following the load; returns what
     was set."""
     global _FOLLOWER, _TOO_LATE
-    for key in set(os.environ) - set(without_inherited(dict(os.environ))):
+    for key in inherited(os.environ):
         del os.environ[key]  # chosen by a parent alignkit process: choose again here
     cpus = available_cpus()
     if follows_load(os.environ):
@@ -199,11 +200,9 @@ def set_threads(n: int) -> int:
 
     if n > 0:
         if _FOLLOWER is not None:
-            _FOLLOWER.ceiling = n
-        if torch.get_num_threads() != n:
+            _FOLLOWER.set_ceiling(n)
+        elif torch.get_num_threads() != n:
             torch.set_num_threads(n)
-        if _FOLLOWER is not None:
-            _FOLLOWER.threads = n
         _APPLIED["torch.set_num_threads"] = (str(n), "config runtime.threads")
     return torch.get_num_threads()
 
@@ -299,13 +298,16 @@ class LoadFollower:
             if "torch" in sys.modules:  # before torch loads, OMP_NUM_THREADS already says ceiling
                 sys.modules["torch"].set_num_threads(n)
 
-        try:
-            cpus = os.sched_getaffinity(0)
-            read_stat()
-            ticks = float(os.sysconf("SC_CLK_TCK"))
+        try:  # the first snapshot reads /proc/stat: where that fails, nothing can be followed
+            return cls(ceiling, os.sched_getaffinity(0), read_stat=read_stat, set_threads=set_torch_threads,
+                       ticks_per_s=float(os.sysconf("SC_CLK_TCK")))
         except (AttributeError, OSError, ValueError):
             return None
-        return cls(ceiling, cpus, read_stat=read_stat, set_threads=set_torch_threads, ticks_per_s=ticks)
+
+    def set_ceiling(self, n: int) -> None:
+        """Use ``n`` threads from now on when the CPUs are free (``runtime.threads``); lower only under load."""
+        self.ceiling = self.threads = self.lowest = n
+        self._set_threads(n)
 
     def _snapshot(self) -> tuple[float, float, float]:
         return self._clock(), busy_seconds(self._read_stat(), self.cpus, self.ticks_per_s), self._cpu_time()
@@ -343,7 +345,7 @@ def follow_load() -> None:
 
 
 def follower_summary() -> dict[str, int] | None:
-    """How the thread count moved in this process (for run_info.json); None when it was fixed."""
+    """How the thread count moved in this process (for the stage manifest); None when it was fixed."""
     if _FOLLOWER is None:
         return None
     return {"ceiling": _FOLLOWER.ceiling, "lowest": _FOLLOWER.lowest, "changes": _FOLLOWER.changes,

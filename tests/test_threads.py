@@ -49,13 +49,19 @@ def test_alignkit_is_imported_before_torch(path):
         f"{path.relative_to(REPO)}: import alignkit before torch, or its threading policy is void in that process"
 
 
+POLICY_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY",
+                    threads.SWITCH, threads.THREADS, threads.CHOSEN)
+
+
+def _env_without_policy(**extra: str) -> dict[str, str]:
+    """This environment less every threading variable (as a user's fresh shell has it), plus ``extra``."""
+    return {**{k: v for k, v in os.environ.items() if k not in POLICY_VARIABLES}, **extra}
+
+
 def _describe_after(first: str, second: str, **extra_env: str) -> str:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY",
-                        "ALIGNKIT_THREAD_POLICY", "ALIGNKIT_THREADS", threads.CHOSEN)}
     code = f"import {first}, {second}\nfrom alignkit import threads\nprint(threads.describe())"
-    return subprocess.run([sys.executable, "-c", code], env={**env, **extra_env}, capture_output=True, text=True,
-                          check=True, timeout=300).stdout
+    return subprocess.run([sys.executable, "-c", code], env=_env_without_policy(**extra_env), capture_output=True,
+                          text=True, check=True, timeout=300).stdout
 
 
 def test_a_fixed_count_process_that_imported_torch_first_says_the_bounded_spin_is_void():
@@ -85,10 +91,7 @@ def test_a_child_of_an_alignkit_process_chooses_again_and_follows_the_load():
               "capture_output=True, text=True, check=True).stdout)")
     line = _describe_after("alignkit", "os", ALIGNKIT_THREADS="3")  # the parent alone, for comparison
     assert "follow the load (3 when" in line
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "GOMP_SPINCOUNT",
-                                                            "ALIGNKIT_THREAD_POLICY", "ALIGNKIT_THREADS",
-                                                            threads.CHOSEN)}
-    out = subprocess.run([sys.executable, "-c", parent], env=env, capture_output=True, text=True, check=True,
+    out = subprocess.run([sys.executable, "-c", parent], env=_env_without_policy(), capture_output=True, text=True, check=True,
                          timeout=300).stdout
     assert "follow the load" in out and "(environment)" not in out and "GOMP_SPINCOUNT" not in out, out
 
@@ -197,12 +200,10 @@ print(threads.follower_summary())
 @pytest.mark.skipif(threads.available_cpus() < 2 or not Path("/proc/stat").is_file(),
                     reason="needs /proc/stat and at least 2 CPUs to leave one to the other process")
 def test_a_real_process_uses_fewer_threads_while_another_process_burns_a_cpu():
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("OMP_NUM_THREADS", "ALIGNKIT_THREAD_POLICY", "ALIGNKIT_THREADS", threads.CHOSEN)}
     burner = subprocess.Popen([sys.executable, "-c", BURNER])
     try:
-        out = subprocess.run([sys.executable, "-c", FOLLOW_BESIDE_BURNER], env=env, capture_output=True, text=True,
-                             check=True, timeout=300).stdout
+        out = subprocess.run([sys.executable, "-c", FOLLOW_BESIDE_BURNER], env=_env_without_policy(),
+                             capture_output=True, text=True, check=True, timeout=300).stdout
     finally:
         burner.kill()
         burner.wait()
